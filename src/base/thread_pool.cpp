@@ -1,0 +1,97 @@
+#include "base/thread_pool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+namespace nibble {
+
+namespace {
+std::atomic<size_t> g_default_threads{0};
+}
+
+ThreadPool::ThreadPool(size_t threads) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  for (size_t i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::worker_loop(size_t index) {
+  size_t seen = 0;
+  for (;;) {
+    std::unique_lock lock(mutex_);
+    wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+    if (stop_) return;
+    seen = generation_;
+    // Worker i takes chunk i; the caller takes chunk 0.
+    if (index >= chunks_) continue;
+    const size_t begin = index * chunk_, end = std::min(n_, begin + chunk_);
+    const auto* body = body_;
+    lock.unlock();
+    std::exception_ptr error;
+    try {
+      (*body)(begin, end, index);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lock.lock();
+    if (error && !error_) error_ = error;
+    if (--pending_ == 0) done_.notify_one();
+  }
+}
+
+void ThreadPool::parallel_for(size_t n, size_t grain,
+                              const std::function<void(size_t, size_t, size_t)>& body) {
+  if (n == 0) return;
+  grain = std::max<size_t>(grain, 1);
+  const size_t chunks = std::min(size(), (n + grain - 1) / grain);
+  if (chunks <= 1) {
+    body(0, n, 0);
+    return;
+  }
+  const size_t chunk = (n + chunks - 1) / chunks;
+  {
+    std::lock_guard lock(mutex_);
+    body_ = &body;
+    n_ = n;
+    chunk_ = chunk;
+    chunks_ = (n + chunk - 1) / chunk;
+    pending_ = chunks_ - 1;
+    error_ = nullptr;
+    ++generation_;
+  }
+  wake_.notify_all();
+  std::exception_ptr error;
+  try {
+    body(0, std::min(n, chunk), 0);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  std::unique_lock lock(mutex_);
+  done_.wait(lock, [&] { return pending_ == 0; });
+  if (!error) error = error_;
+  body_ = nullptr;
+  lock.unlock();
+  if (error) std::rethrow_exception(error);
+}
+
+void ThreadPool::set_default_threads(size_t threads) { g_default_threads = threads; }
+
+ThreadPool& ThreadPool::global() {
+  static ThreadPool pool([] {
+    if (const char* env = std::getenv("NIBBLE_THREADS")) return size_t(std::strtoul(env, nullptr, 10));
+    return g_default_threads.load();
+  }());
+  return pool;
+}
+
+}  // namespace nibble

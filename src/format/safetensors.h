@@ -1,0 +1,96 @@
+// safetensors files: a reader that maps the file and validates its header completely, a
+// multi-shard checkpoint view (model.safetensors.index.json), and a streaming writer that
+// writes to a temp file and renames it into place at the end.
+//
+// File layout: [u64 little-endian header length N][N bytes JSON header][data]. The header maps
+// tensor names to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the
+// start of the data), plus an optional "__metadata__" map of strings to strings.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "format/dtype.h"
+
+namespace nibble {
+
+struct TensorView {
+  std::string name;
+  DType dtype = DType::U8;
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;  // into the mapped file: valid while the file is open
+  size_t nbytes = 0;
+  const std::filesystem::path* file = nullptr;  // the file it lives in (for messages)
+  size_t numel() const;
+};
+
+// One mapped, validated safetensors file. Every refusal names the file, the tensor and the
+// field that was wrong.
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::filesystem::path& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+  const std::vector<TensorView>& tensors() const { return tensors_; }  // in data order
+  const TensorView* find(std::string_view name) const;
+  const TensorView& at(std::string_view name) const;  // throws naming the file
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+ private:
+  std::filesystem::path path_;
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+  std::vector<TensorView> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// The tensors of a checkpoint: a directory with model.safetensors, or with
+// model.safetensors.index.json and its shards, or a single .safetensors file.
+class Checkpoint {
+ public:
+  explicit Checkpoint(const std::filesystem::path& path);
+  const std::filesystem::path& directory() const { return directory_; }
+  const std::vector<const TensorView*>& tensors() const { return tensors_; }  // sorted by name
+  const TensorView* find(std::string_view name) const;
+  const TensorView& at(std::string_view name) const;
+  const std::vector<std::unique_ptr<SafetensorsFile>>& files() const { return files_; }
+
+ private:
+  std::filesystem::path directory_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::vector<const TensorView*> tensors_;
+};
+
+// Declared tensor for the writers: its bytes come from `fill`, which is called once, in
+// order, with a buffer of exactly the tensor's size (so a quantizer can produce data
+// streaming, one tensor in memory at a time).
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::U8;
+  std::vector<int64_t> shape;
+  std::function<void(uint8_t* out, size_t nbytes)> fill;
+  size_t nbytes() const;
+};
+
+// Writes one safetensors file: to "<path>.tmp-XXXX" beside it, renamed onto `path` only when
+// every tensor is written and flushed. On any error the temp file is removed.
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorSpec>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+// Writes a checkpoint into `directory` (which must exist): one model.safetensors when it
+// fits in max_shard_bytes (0: no limit), else model-0000i-of-0000n.safetensors shards and
+// model.safetensors.index.json. Each file is written atomically as above.
+void write_checkpoint(const std::filesystem::path& directory, const std::vector<TensorSpec>& tensors,
+                      const std::map<std::string, std::string>& metadata = {},
+                      size_t max_shard_bytes = 0);
+
+}  // namespace nibble

@@ -1,0 +1,107 @@
+// The MXFP4 linear-kernel interface: every backend (cpu_ref, cpu_simd, CUDA GEMV, later the
+// tensor-core GEMMs and MoE kernels) is one LinearKernel. The registry (registry.h) asks each
+// entry is_supported(device) and can_implement(layer), calls prepare() once after loading,
+// then apply() for every product.
+//
+//   out[m, n] = sum_k act[m, k] * W[n, k] (+ bias[n])      W: MXFP4, [N, K] (format/mxfp4.h)
+//
+// Activations are row-major [M, K], outputs row-major [M, N]. For a CUDA kernel every pointer
+// handed to apply() is device memory and `stream` is a cudaStream_t; for a CPU kernel they
+// are host memory and `stream` is ignored.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace nibble {
+
+enum class DeviceKind : uint8_t { cpu, cuda };
+const char* device_kind_name(DeviceKind kind);
+
+// What a kernel needs to know of the machine it would run on.
+struct DeviceInfo {
+  DeviceKind kind = DeviceKind::cpu;
+  int index = 0;                 // CUDA ordinal
+  std::string name;              // "AMD EPYC ...", "NVIDIA H100 80GB HBM3"
+  int compute_capability = 0;    // CUDA: 10 * major + minor (90 for sm_90)
+  int multiprocessors = 0;       // CUDA SM count
+  std::string cpu_simd_target;   // CPU: the Highway target chosen at run time ("AVX3_ZEN4", ...)
+  size_t threads = 1;            // CPU: worker threads
+};
+
+enum class ActivationFormat : uint8_t { f32, bf16 };  // FP8 and MXFP8 come with W4A8
+enum class OutputFormat : uint8_t { f32, bf16 };
+enum class LayerClass : uint8_t { dense, moe };
+const char* activation_format_name(ActivationFormat f);
+const char* output_format_name(OutputFormat f);
+const char* layer_class_name(LayerClass c);
+
+// One linear layer as the kernels see it.
+struct LinearDesc {
+  std::string name;              // module name, e.g. "model.layers.3.self_attn.q_proj"
+  LayerClass layer_class = LayerClass::dense;
+  size_t n = 0;                  // output features
+  size_t k = 0;                  // input features (any K; the packed rows pad to 32)
+  size_t min_m = 1, max_m = 1;   // the M range this layer will be called with
+  ActivationFormat activation = ActivationFormat::f32;
+  OutputFormat output = OutputFormat::f32;
+  bool has_bias = false;
+};
+
+// Source weights on the host, in the checkpoint layout of format/mxfp4.h:
+// blocks [n, blocks_per_row(k), 16], scales [n, blocks_per_row(k)].
+struct Mxfp4HostWeights {
+  const uint8_t* blocks = nullptr;
+  const uint8_t* scales = nullptr;
+  size_t n = 0, k = 0;
+};
+
+// ok, or the reason why not. Reasons are sentences a user can act on.
+struct Check {
+  bool ok = true;
+  std::string reason;
+  static Check yes() { return {}; }
+  static Check no(std::string why) { return {false, std::move(why)}; }
+};
+
+// A kernel's own copy of a layer's weights (repacked, padded, uploaded), made by prepare().
+class PreparedWeights {
+ public:
+  virtual ~PreparedWeights() = default;
+  // Bytes this copy holds beyond the source weights (reported at load).
+  virtual size_t bytes() const = 0;
+};
+
+struct ActivationView {
+  const void* data = nullptr;
+  size_t m = 0;
+  ActivationFormat format = ActivationFormat::f32;
+};
+
+struct OutputView {
+  void* data = nullptr;
+  OutputFormat format = OutputFormat::f32;
+};
+
+class LinearKernel {
+ public:
+  virtual ~LinearKernel() = default;
+  virtual std::string_view name() const = 0;
+  virtual DeviceKind device_kind() const = 0;
+  // Kernels that return the same non-empty layout id can share one PreparedWeights.
+  virtual std::string_view layout_id() const { return name(); }
+  virtual Check is_supported(const DeviceInfo& device) const = 0;
+  virtual Check can_implement(const LinearDesc& layer) const = 0;
+  // Runs once per layer after loading. `bias` (host, F32, n values) may be null.
+  virtual std::unique_ptr<PreparedWeights> prepare(const LinearDesc& layer,
+                                                   const Mxfp4HostWeights& weights,
+                                                   const float* bias) const = 0;
+  // out[M, N] = act[M, K] x W^T (+ bias). M between layer.min_m and layer.max_m.
+  virtual void apply(const LinearDesc& layer, const PreparedWeights& weights,
+                     const ActivationView& act, const OutputView& out, void* stream) const = 0;
+};
+
+}  // namespace nibble
