@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cstring>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "base/error.h"
@@ -25,45 +27,44 @@ const char* linear_role_name(LinearRole role) {
   return "?";
 }
 
-LayerSelection LayerSelection::parse(const std::string& spec) {
-  LayerSelection s;
-  s.spec_ = spec;
-  auto set = [&](std::initializer_list<LinearRole> roles) {
-    for (LinearRole r : roles) s.roles_[size_t(r)] = true;
-  };
-  std::stringstream in(spec);
-  std::string token;
-  bool any = false;
-  while (std::getline(in, token, ',')) {
-    if (token.empty()) continue;
-    any = true;
-    if (token == "none") continue;
-    if (token == "all") {
-      s.all_ = true;
-      set({LinearRole::q, LinearRole::k, LinearRole::v, LinearRole::o, LinearRole::gate,
-           LinearRole::up, LinearRole::down, LinearRole::lm_head});
-    } else if (token == "qkv") {
-      set({LinearRole::q, LinearRole::k, LinearRole::v});
-    } else if (token == "mlp") {
-      set({LinearRole::gate, LinearRole::up, LinearRole::down});
-    } else {
-      bool found = false;
-      for (size_t r = 0; r < 8; ++r)
-        if (token == linear_role_name(LinearRole(r))) s.roles_[r] = found = true;
-      NIBBLE_CHECK(found,
-                   "--mxfp4-layers: unknown token \"{}\"; valid: none, all, qkv, o, mlp, lm_head, "
-                   "q, k, v, gate, up, down",
-                   token);
-    }
-  }
-  NIBBLE_CHECK(any, "--mxfp4-layers is empty; valid tokens: none, all, qkv, o, mlp, lm_head");
-  return s;
+LayerSelection::LayerSelection(const TensorSource& tensors, bool tied_embeddings,
+                               const ModelLoadOptions& options) {
+  std::vector<TensorInfo> infos;
+  for (const TensorView* t : tensors.tensors()) infos.push_back({t->name, t->dtype, t->shape});
+  const nlohmann::json config = {{"tie_word_embeddings", tied_embeddings}};
+  info_ = std::make_unique<ModelInfo>(model_info_from_tensors(infos, config));
+  SelectionOptions sel;
+  sel.tokens = tokens_ = parse_layer_tokens(options.mxfp4_layers);
+  NIBBLE_CHECK(!tokens_.embed,
+               "--mxfp4-layers embed: the embedding table is a lookup, not a linear layer, and "
+               "stays in full precision at load");
+  sel.include = options.include;
+  sel.exclude = options.exclude;
+  plan_ = plan_layers(*info_, sel);
 }
 
-bool LayerSelection::wants(LinearRole role, std::string* why) const {
-  const bool yes = roles_[size_t(role)];
-  if (why) *why = fmt::format("--mxfp4-layers {}", spec_);
-  return yes;
+LayerSelection::~LayerSelection() = default;
+
+LayerSelection::Decision LayerSelection::decide(const std::string& module_name) const {
+  Decision d;
+  const ModuleDecision* m = plan_.find(module_name);
+  if (!m) return d;
+  d.module = m->module;
+  d.mxfp4 = m->mxfp4;
+  d.prequantized = m->passthrough;
+  d.reason = m->reason;
+  const bool k_gate = !m->mxfp4 && d.module->k % int64_t(kMxfp4BlockSize) != 0 &&
+                      m->reason.find("not a multiple of 32") != std::string::npos;
+  if (k_gate) {
+    d.mxfp4 = true;
+    const int64_t padded = (d.module->k + 31) / 32 * 32;
+    const size_t sel = m->reason.find("(selected by ");
+    const std::string by =
+        sel == std::string::npos ? "" : m->reason.substr(sel + 1, m->reason.size() - sel - 2) + "; ";
+    d.reason = fmt::format("{}K = {} zero-padded to {} in the last block (exact at load)", by,
+                           d.module->k, padded);
+  }
+  return d;
 }
 
 std::shared_ptr<DenseWeights> dense_weights_from(const TensorView& t, const std::string& where) {
@@ -105,11 +106,6 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
   entry.n = n;
   entry.k = k;
   const std::vector<float> bias = optional_bias(tensors, name, n, has_bias);
-  const size_t padded_k = mxfp4_blocks_per_row(k) * kMxfp4BlockSize;
-  const std::string pad_note =
-      k % kMxfp4BlockSize == 0
-          ? std::string()
-          : fmt::format("; K = {} zero-padded to {} in the last block (exact)", k, padded_k);
 
   LinearDesc desc;
   desc.name = name;
@@ -126,57 +122,55 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
     return linear;
   };
 
-  // A checkpoint written by `nibble quantize`: the layer is MXFP4 already.
-  const std::string blocks_name = name + ".weight_blocks", scales_name = name + ".weight_scales";
-  if (tensors.find(blocks_name)) {
+  const LayerSelection::Decision decision = selection.decide(name);
+  const bool tied_head = tied_weights != nullptr;
+  if (tied_head) {
+    // Tied classifier: quantizing it would quantize the embedding table it shares (or need a
+    // second copy of it), so it stays in full precision and reads the embedding table.
+    NIBBLE_CHECK(tied_weights->rows == n && tied_weights->cols == k,
+                 "{}: tied embedding is [{}, {}], the classifier needs [{}, {}]", tensors.where(),
+                 tied_weights->rows, tied_weights->cols, n, k);
+    entry.reason = selection.lm_head_asked()
+                       ? "tied to the embedding table: MXFP4 refused (it would quantize the "
+                         "embedding too); kept in full precision"
+                       : "tied to the embedding table (lm_head not selected)";
+    return finish(std::make_unique<DenseLinear>(name, std::move(tied_weights)));
+  }
+  NIBBLE_CHECK(decision.module != nullptr, "{}: linear layer \"{}\" is missing (no {}.weight)",
+               tensors.where(), name, name);
+  if (decision.prequantized) {
+    // Written by `nibble quantize`: MXFP4 already, [n, k/32, 16] blocks and [n, k/32] scales.
+    const LinearModule& mod = *decision.module;
+    NIBBLE_CHECK(mod.layout == SourceLayout::mxfp4_gpt_oss && mod.tensors.size() == 2,
+                 "{}: \"{}\" is stored as {}; the loader reads the gpt-oss MXFP4 layout "
+                 "(P_blocks / P_scales)",
+                 tensors.where(), name, source_layout_name(mod.layout));
     const size_t bpr = mxfp4_blocks_per_row(k);
-    const TensorView& blocks = tensors.at(
-        blocks_name, {int64_t(n), int64_t(bpr), int64_t(kMxfp4BlockBytes)});
-    const TensorView& scales = tensors.at(scales_name, {int64_t(n), int64_t(bpr)});
-    NIBBLE_CHECK(blocks.dtype == DType::U8 && (scales.dtype == DType::U8 ||
-                                               scales.dtype == DType::F8_E8M0),
-                 "{}: MXFP4 tensors of \"{}\" must be U8 blocks and U8/F8_E8M0 scales",
-                 tensors.where(), name);
+    const TensorView& blocks =
+        tensors.at(mod.tensors[0], {int64_t(n), int64_t(bpr), int64_t(kMxfp4BlockBytes)});
+    const TensorView& scales = tensors.at(mod.tensors[1], {int64_t(n), int64_t(bpr)});
     entry.mxfp4 = entry.prequantized = true;
-    entry.reason = "MXFP4 in the checkpoint" + pad_note;
+    entry.reason = "MXFP4 in the checkpoint";
     return finish(std::make_unique<QuantLinear>(
         desc, Mxfp4HostWeights{blocks.data, scales.data, n, k},
         bias.empty() ? nullptr : bias.data(), options.device, options.kernels));
   }
-
-  std::string why;
-  const bool wanted = selection.wants(role, &why);
-  if (tied_weights) {
-    // Tied classifier: quantizing it would quantize the embedding table too (one tensor), or
-    // need a second copy of it; it stays in full precision and shares the embedding.
-    NIBBLE_CHECK(tied_weights->rows == n && tied_weights->cols == k,
-                 "{}: tied embedding is [{}, {}], the classifier needs [{}, {}]", tensors.where(),
-                 tied_weights->rows, tied_weights->cols, n, k);
-    entry.reason = wanted ? "tied to the embedding table: kept in full precision (refused; "
-                            "untie it to quantize the classifier)"
-                          : "tied to the embedding table; not selected (" + why + ")";
-    return finish(std::make_unique<DenseLinear>(name, std::move(tied_weights)));
-  }
   const TensorView& weight = tensors.at(name + ".weight", {int64_t(n), int64_t(k)});
-  if (!wanted) {
-    entry.reason = "not selected (" + why + ")";
+  if (!decision.mxfp4) {
+    entry.reason = decision.reason;
     return finish(std::make_unique<DenseLinear>(name, dense_weights_from(weight, tensors.where()),
                                                 bias));
   }
-  // Quantize at load, then let the kernels repack; the packed copy here is freed after.
+  // Quantize at load, then let the kernels repack; this packed copy is freed on return.
   const size_t bpr = mxfp4_blocks_per_row(k);
   std::vector<uint8_t> blocks(n * bpr * kMxfp4BlockBytes), scales(n * bpr);
   Mxfp4QuantizeOptions qo;
   qo.rule = options.scale_rule;
   qo.tensor_name = name + ".weight";
-  NIBBLE_CHECK(weight.dtype == DType::F32 || weight.dtype == DType::BF16 ||
-                   weight.dtype == DType::F16,
-               "{}: tensor \"{}\" has dtype {}; expected F32, BF16 or F16", tensors.where(),
-               weight.name, dtype_name(weight.dtype));
   mxfp4_quantize(weight.data, weight.dtype, n, k, blocks.data(), scales.data(), qo);
   entry.mxfp4 = true;
-  entry.reason = fmt::format("quantized at load ({} scales; {}){}", scale_rule_name(options.scale_rule),
-                             why, pad_note);
+  entry.reason = fmt::format("quantized at load, {} scales ({})", scale_rule_name(options.scale_rule),
+                             decision.reason);
   return finish(std::make_unique<QuantLinear>(
       desc, Mxfp4HostWeights{blocks.data(), scales.data(), n, k},
       bias.empty() ? nullptr : bias.data(), options.device, options.kernels));

@@ -9,6 +9,8 @@
 
 #include "format/mxfp4.h"
 #include "kernels/registry.h"
+#include "quant/model_info.h"
+#include "quant/selection.h"
 #include "model/dense_linear.h"
 #include "model/linear.h"
 #include "model/tensor_source.h"
@@ -21,6 +23,7 @@ const char* linear_role_name(LinearRole role);
 
 struct ModelLoadOptions {
   std::string mxfp4_layers = "qkv,o,mlp";  // --mxfp4-layers (default for dense models)
+  std::vector<std::string> include, exclude;  // --include / --exclude globs on module names
   ScaleRule scale_rule = ScaleRule::ocp;   // quantizing at load
   KernelOverrides kernels;                 // --mxfp4-kernel / NIBBLE_MXFP4_KERNEL
   DeviceInfo device;                       // where the kernels run (default: this CPU)
@@ -38,21 +41,31 @@ struct LinearPlanEntry {
   size_t weight_bytes = 0;
 };
 
-// A parsed --mxfp4-layers spec.
+// The load-time layer selection: src/quant's plan_layers() over the checkpoint's linear
+// modules (tokens, --include/--exclude globs, tied-embedding gate), with one difference: its
+// K % 32 gate exists because a written checkpoint must stay readable by other tools; at load
+// nothing is written and the kernels zero-pad the last block exactly, so such layers ARE
+// quantized here (the reason says so).
 class LayerSelection {
  public:
-  // Tokens, comma-separated: none, all, qkv, o, mlp, lm_head (and q, k, v, gate, up, down).
-  // Throws an Error naming the bad token and the valid ones.
-  static LayerSelection parse(const std::string& spec);
-  // Whether `role` is asked for; `why` gets the reason either way.
-  bool wants(LinearRole role, std::string* why) const;
-  const std::string& spec() const { return spec_; }
-  bool all() const { return all_; }
+  LayerSelection(const TensorSource& tensors, bool tied_embeddings, const ModelLoadOptions& options);
+  ~LayerSelection();
+  struct Decision {
+    bool mxfp4 = false;
+    bool prequantized = false;
+    const LinearModule* module = nullptr;  // null: the checkpoint has no such module
+    std::string reason;
+  };
+  Decision decide(const std::string& module_name) const;
+  // Gates that fired and globs that matched nothing.
+  const std::vector<std::string>& warnings() const { return plan_.warnings; }
+  bool lm_head_asked() const { return tokens_.lm_head; }
+  std::string tokens() const { return tokens_.to_string(); }
 
  private:
-  std::string spec_;
-  bool all_ = false;
-  bool roles_[8] = {};
+  std::unique_ptr<ModelInfo> info_;
+  LayerTokens tokens_;
+  LayerPlan plan_;
 };
 
 // Builds the linear layer `name` (tensor `name.weight`, optional `name.bias`), [n, k], as

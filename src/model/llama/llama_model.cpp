@@ -33,7 +33,8 @@ std::unique_ptr<LlamaModel> LlamaModel::build(const LlamaConfig& c, const Tensor
   m->config_ = c;
   m->max_m_ = std::max<size_t>(1, options.max_batch_tokens);
   m->inv_freq_ = c.rope_inv_freq();
-  const LayerSelection selection = LayerSelection::parse(options.mxfp4_layers);
+  const LayerSelection selection(t, c.tied_embeddings, options);
+  m->warnings_ = selection.warnings();
 
   m->embedding_ = dense_weights_from(
       t.at("model.embed_tokens.weight", {int64_t(c.vocab), int64_t(c.hidden)}), t.where());

@@ -42,6 +42,8 @@ class LlamaModel {
 
   // What each linear layer became at load (format, kernel, reason).
   const std::vector<LinearPlanEntry>& plan() const { return plan_; }
+  // Warnings of the layer selection (gates that fired, globs that matched nothing).
+  const std::vector<std::string>& warnings() const { return warnings_; }
   // Bytes of every weight the model holds (embedding, norms, linears).
   size_t weight_bytes() const;
 
@@ -65,6 +67,7 @@ class LlamaModel {
   std::unique_ptr<Linear> lm_head_;
   std::vector<float> inv_freq_;
   std::vector<LinearPlanEntry> plan_;
+  std::vector<std::string> warnings_;
 };
 
 }  // namespace nibble
