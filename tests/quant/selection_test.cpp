@@ -1,0 +1,396 @@
+// Layer selection and gates on module-name lists (no files): every token, glob interplay,
+// each gate and each refusal message.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <random>
+#include <set>
+
+#include "base/error.h"
+#include "quant/lora.h"
+#include "quant/model_info.h"
+#include "quant/selection.h"
+
+namespace nibble {
+namespace {
+
+using json = nlohmann::json;
+
+// A Llama-style checkpoint's tensors with `layers` layers; K = hidden (a multiple of 32 unless
+// told otherwise).
+std::vector<TensorInfo> llama_tensors(int layers, int64_t hidden = 64, int64_t ffn = 128,
+                                      bool lm_head = true, int64_t vocab = 100) {
+  std::vector<TensorInfo> t;
+  t.push_back({"model.embed_tokens.weight", DType::BF16, {vocab, hidden}});
+  t.push_back({"model.norm.weight", DType::BF16, {hidden}});
+  if (lm_head) t.push_back({"lm_head.weight", DType::BF16, {vocab, hidden}});
+  for (int i = 0; i < layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj"})
+      t.push_back({p + "self_attn." + n + ".weight", DType::BF16, {hidden, hidden}});
+    t.push_back({p + "mlp.gate_proj.weight", DType::BF16, {ffn, hidden}});
+    t.push_back({p + "mlp.up_proj.weight", DType::BF16, {ffn, hidden}});
+    t.push_back({p + "mlp.down_proj.weight", DType::BF16, {hidden, ffn}});
+    t.push_back({p + "input_layernorm.weight", DType::BF16, {hidden}});
+    t.push_back({p + "post_attention_layernorm.weight", DType::BF16, {hidden}});
+  }
+  // Shuffled: discovery must not depend on order.
+  std::shuffle(t.begin(), t.end(), std::mt19937(std::random_device{}()));
+  return t;
+}
+
+// gpt-oss style: MXFP4 fused experts (or BF16 [E, K, N] when `bf16_experts`), BF16 attention,
+// router, sinks, biases.
+std::vector<TensorInfo> gpt_oss_tensors(int layers, bool bf16_experts, int64_t hidden = 64,
+                                        int64_t inter = 64, int64_t experts = 4) {
+  std::vector<TensorInfo> t;
+  t.push_back({"model.embed_tokens.weight", DType::BF16, {100, hidden}});
+  t.push_back({"lm_head.weight", DType::BF16, {100, hidden}});
+  for (int i = 0; i < layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    t.push_back({p + "self_attn.q_proj.weight", DType::BF16, {hidden, hidden}});
+    t.push_back({p + "self_attn.q_proj.bias", DType::BF16, {hidden}});
+    t.push_back({p + "self_attn.k_proj.weight", DType::BF16, {32, hidden}});
+    t.push_back({p + "self_attn.v_proj.weight", DType::BF16, {32, hidden}});
+    t.push_back({p + "self_attn.o_proj.weight", DType::BF16, {hidden, hidden}});
+    t.push_back({p + "self_attn.sinks", DType::BF16, {4}});
+    t.push_back({p + "mlp.router.weight", DType::BF16, {experts, hidden}});
+    t.push_back({p + "mlp.router.bias", DType::BF16, {experts}});
+    if (bf16_experts) {
+      t.push_back({p + "mlp.experts.gate_up_proj", DType::BF16, {experts, hidden, 2 * inter}});
+      t.push_back({p + "mlp.experts.down_proj", DType::BF16, {experts, inter, hidden}});
+    } else {
+      t.push_back({p + "mlp.experts.gate_up_proj_blocks", DType::U8, {experts, 2 * inter, hidden / 32, 16}});
+      t.push_back({p + "mlp.experts.gate_up_proj_scales", DType::U8, {experts, 2 * inter, hidden / 32}});
+      t.push_back({p + "mlp.experts.down_proj_blocks", DType::U8, {experts, hidden, inter / 32, 16}});
+      t.push_back({p + "mlp.experts.down_proj_scales", DType::U8, {experts, hidden, inter / 32}});
+    }
+    t.push_back({p + "mlp.experts.gate_up_proj_bias", DType::BF16, {experts, 2 * inter}});
+  }
+  return t;
+}
+
+const json kUntied = {{"tie_word_embeddings", false}, {"architectures", {"LlamaForCausalLM"}}};
+
+SelectionOptions with_tokens(const char* tokens) {
+  SelectionOptions o;
+  o.tokens = parse_layer_tokens(tokens);
+  return o;
+}
+
+std::set<std::string> quantized(const LayerPlan& plan) {
+  std::set<std::string> names;
+  for (const auto& d : plan.modules)
+    if (d.mxfp4) names.insert(d.module->name);
+  return names;
+}
+
+bool has_warning(const LayerPlan& plan, const std::string& needle) {
+  for (const auto& w : plan.warnings)
+    if (w.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.message();
+  }
+  return "(no error)";
+}
+
+TEST(ModuleDiscovery, LlamaNamesAreClassified) {
+  const ModelInfo info = model_info_from_tensors(llama_tensors(2), kUntied);
+  ASSERT_EQ(info.modules.size(), 2u + 2 * 7);  // embed, lm_head, 7 per layer; norms excluded
+  EXPECT_EQ(info.find("model.embed_tokens")->kind, ModuleKind::embed);
+  EXPECT_EQ(info.find("lm_head")->kind, ModuleKind::lm_head);
+  EXPECT_EQ(info.find("model.layers.1.self_attn.k_proj")->kind, ModuleKind::qkv);
+  EXPECT_EQ(info.find("model.layers.1.self_attn.o_proj")->kind, ModuleKind::o);
+  EXPECT_EQ(info.find("model.layers.0.mlp.down_proj")->kind, ModuleKind::mlp);
+  EXPECT_EQ(info.find("model.layers.0.mlp.down_proj")->k, 128);
+  EXPECT_EQ(info.find("model.layers.0.mlp.down_proj")->rows, 64);
+  EXPECT_EQ(info.find("model.norm"), nullptr);
+  EXPECT_TRUE(std::is_sorted(info.modules.begin(), info.modules.end(),
+                             [](const auto& a, const auto& b) { return a.name < b.name; }));
+}
+
+TEST(ModuleDiscovery, MoeNamesOfEachFamily) {
+  EXPECT_EQ(classify_module("model.layers.0.mlp.experts.gate_up_proj"), ModuleKind::moe);
+  EXPECT_EQ(classify_module("model.layers.0.block_sparse_moe.experts.3.w2"), ModuleKind::moe);
+  EXPECT_EQ(classify_module("model.layers.0.mlp.experts.7.down_proj"), ModuleKind::moe);
+  EXPECT_EQ(classify_module("model.layers.0.mlp.shared_expert.down_proj"), ModuleKind::mlp);
+  EXPECT_EQ(classify_module("model.layers.0.block_sparse_moe.gate"), ModuleKind::router);
+  EXPECT_EQ(classify_module("model.layers.0.mlp.gate"), ModuleKind::router);
+  EXPECT_EQ(classify_module("model.layers.0.mlp.router"), ModuleKind::router);
+  EXPECT_EQ(classify_module("model.layers.0.self_attn.qkv_proj"), ModuleKind::qkv);
+  EXPECT_EQ(classify_module("model.layers.0.mlp.gate_up_proj"), ModuleKind::mlp);
+  EXPECT_EQ(classify_module("model.vision.patch_proj"), ModuleKind::other);
+}
+
+TEST(ModuleDiscovery, GptOssMxfp4AndBf16Experts) {
+  const ModelInfo mx = model_info_from_tensors(gpt_oss_tensors(1, false), kUntied);
+  const LinearModule* gu = mx.find("model.layers.0.mlp.experts.gate_up_proj");
+  ASSERT_NE(gu, nullptr);
+  EXPECT_EQ(gu->layout, SourceLayout::mxfp4_gpt_oss);
+  EXPECT_EQ(gu->shape, (std::vector<int64_t>{4, 128, 64}));
+  EXPECT_EQ(gu->experts, 4);
+  EXPECT_EQ(gu->k, 64);
+  EXPECT_EQ(gu->kind, ModuleKind::moe);
+  const ModelInfo bf = model_info_from_tensors(gpt_oss_tensors(1, true), kUntied);
+  const LinearModule* down = bf.find("model.layers.0.mlp.experts.down_proj");
+  ASSERT_NE(down, nullptr);
+  EXPECT_EQ(down->layout, SourceLayout::dense_kn);
+  // Source [E, K=inter, N=hidden] -> logical [E, N, K].
+  EXPECT_EQ(down->shape, (std::vector<int64_t>{4, 64, 64}));
+  EXPECT_EQ(bf.find("model.layers.0.mlp.experts.gate_up_proj")->rows, 128);
+  EXPECT_EQ(bf.find("model.layers.0.mlp.experts.gate_up_proj")->k, 64);
+}
+
+TEST(ModuleDiscovery, BrokenMxfp4PairsAreRefusedByName) {
+  auto t = gpt_oss_tensors(1, false);
+  std::erase_if(t, [](const TensorInfo& x) { return x.name == "model.layers.0.mlp.experts.down_proj_scales"; });
+  EXPECT_NE(error_of([&] { find_linear_modules(t); }).find("model.layers.0.mlp.experts.down_proj_scales"),
+            std::string::npos);
+  auto u = gpt_oss_tensors(1, false);
+  for (auto& x : u)
+    if (x.name == "model.layers.0.mlp.experts.down_proj_scales") x.shape[2] += 1;
+  EXPECT_NE(error_of([&] { find_linear_modules(u); }).find("do not match"), std::string::npos);
+}
+
+TEST(Tokens, EachTokenSelectsItsKind) {
+  const ModelInfo info = model_info_from_tensors(llama_tensors(1), kUntied);
+  const std::pair<const char*, std::set<std::string>> cases[] = {
+      {"qkv", {"model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj", "model.layers.0.self_attn.v_proj"}},
+      {"o", {"model.layers.0.self_attn.o_proj"}},
+      {"mlp", {"model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj"}},
+      {"lm_head", {"lm_head"}},
+      {"embed", {"model.embed_tokens"}},
+      {"moe", {}},
+  };
+  for (const auto& [token, expected] : cases) {
+    const LayerPlan plan = plan_layers(info, with_tokens(token));
+    EXPECT_EQ(quantized(plan), expected) << token;
+    for (const auto& d : plan.modules) {
+      if (d.mxfp4) EXPECT_EQ(d.reason, std::string("token '") + token + "'");
+    }
+  }
+  const LayerPlan all = plan_layers(info, with_tokens("all"));
+  EXPECT_EQ(quantized(all).size(), info.modules.size() - 1);  // all but embed
+  EXPECT_FALSE(all.find("model.embed_tokens")->mxfp4);
+  EXPECT_EQ(parse_layer_tokens(" qkv , o ").to_string(), "qkv,o");
+}
+
+TEST(Tokens, MoeSelectsExpertsOnly) {
+  const ModelInfo info = model_info_from_tensors(gpt_oss_tensors(2, true), kUntied);
+  const LayerPlan plan = plan_layers(info, with_tokens("moe"));
+  EXPECT_EQ(quantized(plan), (std::set<std::string>{
+                                 "model.layers.0.mlp.experts.down_proj", "model.layers.0.mlp.experts.gate_up_proj",
+                                 "model.layers.1.mlp.experts.down_proj", "model.layers.1.mlp.experts.gate_up_proj"}));
+  EXPECT_FALSE(plan.find("model.layers.0.mlp.router")->mxfp4);
+  EXPECT_NE(plan.find("model.layers.0.mlp.router")->reason.find("--include"), std::string::npos);
+}
+
+TEST(Tokens, UnknownTokenListsTheValidOnes) {
+  const std::string m = error_of([] { parse_layer_tokens("qkv,attn"); });
+  EXPECT_NE(m.find("unknown token 'attn'"), std::string::npos) << m;
+  EXPECT_NE(m.find("moe, qkv, o, mlp, lm_head, embed, all"), std::string::npos) << m;
+  EXPECT_NE(error_of([] { parse_layer_tokens("qkv,,o"); }).find("empty token"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_layer_tokens(""); }).find("valid tokens"), std::string::npos);
+}
+
+TEST(Globs, IncludeAddsExcludeWins) {
+  const ModelInfo info = model_info_from_tensors(llama_tensors(3), kUntied);
+  SelectionOptions o = with_tokens("moe");
+  o.include = {"model.layers.*.mlp.*"};
+  o.exclude = {"*.layers.0.*"};
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_EQ(quantized(plan).size(), 6u);  // 3 mlp modules in layers 1 and 2
+  EXPECT_TRUE(plan.find("model.layers.2.mlp.up_proj")->mxfp4);
+  EXPECT_EQ(plan.find("model.layers.2.mlp.up_proj")->reason, "--include 'model.layers.*.mlp.*'");
+  EXPECT_FALSE(plan.find("model.layers.0.mlp.up_proj")->mxfp4);
+  EXPECT_EQ(plan.find("model.layers.0.mlp.up_proj")->reason, "--exclude '*.layers.0.*'");
+  // Exclude also wins over a token.
+  SelectionOptions t = with_tokens("qkv");
+  t.exclude = {"*.k_proj"};
+  const LayerPlan p2 = plan_layers(info, t);
+  EXPECT_FALSE(p2.find("model.layers.1.self_attn.k_proj")->mxfp4);
+  EXPECT_TRUE(p2.find("model.layers.1.self_attn.q_proj")->mxfp4);
+  EXPECT_TRUE(p2.warnings.empty());
+}
+
+TEST(Globs, PatternMatchingNothingIsAWarningNamingIt) {
+  const ModelInfo info = model_info_from_tensors(llama_tensors(1), kUntied);
+  SelectionOptions o = with_tokens("mlp");
+  o.include = {"*.experts.*"};
+  o.exclude = {"model.layers.9.*"};
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_TRUE(has_warning(plan, "--include '*.experts.*' matches no linear module"));
+  EXPECT_TRUE(has_warning(plan, "--exclude 'model.layers.9.*' matches no linear module"));
+  EXPECT_EQ(quantized(plan).size(), 3u);
+}
+
+TEST(Globs, StarCrossesDots) {
+  EXPECT_TRUE(glob_matches("*.layers.0.*", "model.layers.0.self_attn.q_proj"));
+  EXPECT_FALSE(glob_matches("*.layers.0.*", "model.layers.10.self_attn.q_proj"));
+  EXPECT_TRUE(glob_matches("model.layers.[12].mlp.?p_proj", "model.layers.2.mlp.up_proj"));
+}
+
+TEST(TiedGate, ConfigFlagKeepsLmHeadWithAWarning) {
+  const ModelInfo info = model_info_from_tensors(llama_tensors(1), {{"tie_word_embeddings", true}});
+  const LayerPlan plan = plan_layers(info, with_tokens("lm_head,qkv"));
+  EXPECT_FALSE(plan.find("lm_head")->mxfp4);
+  EXPECT_NE(plan.find("lm_head")->reason.find("tie_word_embeddings: true"), std::string::npos);
+  EXPECT_TRUE(has_warning(plan, "lm_head: kept BF16"));
+  ASSERT_EQ(plan.gates.size(), 1u);
+  EXPECT_EQ(plan.gates[0].gate, "tied_embeddings");
+  EXPECT_TRUE(plan.find("model.layers.0.self_attn.q_proj")->mxfp4);
+}
+
+TEST(TiedGate, AbsentFlagFollowsHuggingFaceDefault) {
+  const ModelInfo info = model_info_from_tensors(llama_tensors(1), json::object());
+  EXPECT_NE(info.tied_reason().find("default is true"), std::string::npos);
+  EXPECT_FALSE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
+}
+
+TEST(TiedGate, NoSeparateLmHead) {
+  const ModelInfo info = model_info_from_tensors(llama_tensors(1, 64, 128, /*lm_head=*/false), kUntied);
+  EXPECT_NE(info.tied_reason().find("no separate lm_head"), std::string::npos);
+  const std::string m = error_of([&] { plan_layers(info, with_tokens("embed")); });
+  EXPECT_NE(m.find("refusing to quantize model.embed_tokens"), std::string::npos) << m;
+  EXPECT_NE(m.find("--accept-tied-mxfp4"), std::string::npos) << m;
+}
+
+TEST(TiedGate, AliasingFlagFromStorage) {
+  ModelInfo info = model_info_from_tensors(llama_tensors(1), kUntied);
+  EXPECT_FALSE(info.tied());
+  EXPECT_TRUE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
+  info.lm_head_aliases_embed = true;
+  info.alias_detail = "one storage";
+  EXPECT_FALSE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
+  EXPECT_NE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->reason.find("same data (one storage)"),
+            std::string::npos);
+}
+
+TEST(TiedGate, EmbedRefusedUnlessBothAskedAndAccepted) {
+  const ModelInfo info = model_info_from_tensors(llama_tensors(1), {{"tie_word_embeddings", true}});
+  EXPECT_NE(error_of([&] { plan_layers(info, with_tokens("embed")); }).find("refusing"), std::string::npos);
+  EXPECT_NE(error_of([&] { plan_layers(info, with_tokens("embed,lm_head")); }).find("--accept-tied-mxfp4"),
+            std::string::npos);
+  SelectionOptions o = with_tokens("embed");
+  o.accept_tied_mxfp4 = true;  // consent without asking for lm_head is not enough
+  EXPECT_NE(error_of([&] { plan_layers(info, o); }).find("refusing"), std::string::npos);
+  o.tokens = parse_layer_tokens("embed,lm_head");
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_TRUE(plan.find("model.embed_tokens")->mxfp4);
+  EXPECT_TRUE(plan.find("lm_head")->mxfp4);
+  EXPECT_TRUE(has_warning(plan, "share one MXFP4 table"));
+  // Untied: embed alone is fine, no consent needed.
+  const ModelInfo untied = model_info_from_tensors(llama_tensors(1), kUntied);
+  EXPECT_EQ(quantized(plan_layers(untied, with_tokens("embed"))), (std::set<std::string>{"model.embed_tokens"}));
+}
+
+TEST(LoraGate, ListTargetsMatchBySuffix) {
+  const LoraAdapter a = lora_adapter_from_config({{"target_modules", {"q_proj", "v_proj"}}}, {}, "ad");
+  EXPECT_TRUE(a.targets("model.layers.0.self_attn.q_proj", false));
+  EXPECT_FALSE(a.targets("model.layers.0.self_attn.k_proj", false));
+  EXPECT_FALSE(a.targets("model.layers.0.self_attn.xq_proj", false));  // suffix needs a dot
+  const ModelInfo info = model_info_from_tensors(llama_tensors(2), kUntied);
+  SelectionOptions o = with_tokens("qkv,o");
+  o.lora = &a;
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_EQ(quantized(plan), (std::set<std::string>{"model.layers.0.self_attn.k_proj", "model.layers.0.self_attn.o_proj",
+                                                    "model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.o_proj"}));
+  EXPECT_TRUE(has_warning(plan, "model.layers.1.self_attn.v_proj: kept BF16: the LoRA adapter targets it"));
+  EXPECT_EQ(plan.gates.size(), 4u);
+}
+
+TEST(LoraGate, RegexTargetsMustMatchTheWholeName) {
+  const LoraAdapter a =
+      lora_adapter_from_config({{"target_modules", R"(.*layers\.1\..*(q|k)_proj)"}}, {}, "ad");
+  EXPECT_TRUE(a.targets("model.layers.1.self_attn.q_proj", false));
+  EXPECT_FALSE(a.targets("model.layers.0.self_attn.q_proj", false));
+  EXPECT_FALSE(a.targets("model.layers.1.self_attn.q_proj.extra", false));
+  const LoraAdapter b = lora_adapter_from_config({{"target_modules", "q_proj"}}, {}, "ad");
+  EXPECT_FALSE(b.targets("model.layers.1.self_attn.q_proj", false));  // regex: full match only
+  EXPECT_NE(error_of([] { lora_adapter_from_config({{"target_modules", "(unclosed"}}, {}, "ad"); })
+                .find("not a valid regex"),
+            std::string::npos);
+}
+
+TEST(LoraGate, AllLinearExcludesAndWeightNames) {
+  const LoraAdapter a = lora_adapter_from_config(
+      {{"target_modules", "all-linear"}, {"exclude_modules", {"down_proj"}}}, {}, "ad");
+  EXPECT_TRUE(a.targets("model.layers.0.mlp.up_proj", false));
+  EXPECT_FALSE(a.targets("lm_head", true));
+  EXPECT_FALSE(a.targets("model.layers.0.mlp.down_proj", false));
+  const LoraAdapter w = lora_adapter_from_config(
+      json::object(), {"base_model.model.model.layers.3.mlp.up_proj.lora_A.weight"}, "ad");
+  EXPECT_TRUE(w.targets("model.layers.3.mlp.up_proj", false));
+  EXPECT_FALSE(w.targets("model.layers.2.mlp.up_proj", false));
+  EXPECT_NE(error_of([] { lora_adapter_from_config(json::object(), {}, "ad"); }).find("target_modules"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { lora_adapter_from_config({{"target_modules", 3}}, {}, "ad"); })
+                .find("must be a string (regex) or a list"),
+            std::string::npos);
+}
+
+TEST(LoraGate, BroadKeepsEveryDenseLayerButNotExperts) {
+  const LoraAdapter a = lora_adapter_from_config({{"target_modules", {"q_proj"}}}, {}, "ad");
+  const ModelInfo info = model_info_from_tensors(gpt_oss_tensors(1, true), kUntied);
+  SelectionOptions o = with_tokens("all");
+  o.lora = &a;
+  o.lora_gate = LoraGate::broad;
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_EQ(quantized(plan), (std::set<std::string>{"model.layers.0.mlp.experts.down_proj",
+                                                    "model.layers.0.mlp.experts.gate_up_proj"}));
+  EXPECT_TRUE(has_warning(plan, "LoRA broad gate"));
+  EXPECT_EQ(lora_gate_from_name("broad"), LoraGate::broad);
+  EXPECT_NE(error_of([] { lora_gate_from_name("wide"); }).find("narrow, broad"), std::string::npos);
+}
+
+TEST(ShapeGate, KNotMultipleOf32StaysBf16WithTheReason) {
+  // hidden 72 = 2.25 blocks: every module reading hidden is kept; down_proj reads ffn=128.
+  const ModelInfo info = model_info_from_tensors(llama_tensors(1, 72, 128), kUntied);
+  const LayerPlan plan = plan_layers(info, with_tokens("all"));
+  EXPECT_FALSE(plan.find("model.layers.0.self_attn.q_proj")->mxfp4);
+  EXPECT_NE(plan.find("model.layers.0.self_attn.q_proj")->reason.find("K=72 is not a multiple of 32"),
+            std::string::npos);
+  EXPECT_TRUE(plan.find("model.layers.0.mlp.down_proj")->mxfp4);
+  EXPECT_TRUE(has_warning(plan, "K=72"));
+}
+
+TEST(Passthrough, AlreadyMxfp4IsNeverRequantizedAndNotExpanded) {
+  const ModelInfo info = model_info_from_tensors(gpt_oss_tensors(1, false), kUntied);
+  SelectionOptions o = with_tokens("qkv");
+  o.exclude = {"*.experts.down_proj"};
+  const LayerPlan plan = plan_layers(info, o);
+  const ModuleDecision* d = plan.find("model.layers.0.mlp.experts.down_proj");
+  EXPECT_TRUE(d->mxfp4 && d->passthrough);
+  EXPECT_TRUE(has_warning(plan, "already MXFP4 in the input"));
+  EXPECT_TRUE(plan.find("model.layers.0.self_attn.q_proj")->mxfp4);
+  EXPECT_FALSE(plan.find("model.layers.0.self_attn.q_proj")->passthrough);
+  const auto keep = plan.modules_to_not_convert();
+  EXPECT_NE(std::find(keep.begin(), keep.end(), "model.layers.0.self_attn.o_proj"), keep.end());
+  EXPECT_EQ(std::find(keep.begin(), keep.end(), "model.layers.0.mlp.experts.down_proj"), keep.end());
+}
+
+TEST(DtypeGate, SelectedNonFloatIsAnErrorNamingTheTensor) {
+  auto t = llama_tensors(1);
+  for (auto& x : t)
+    if (x.name == "model.layers.0.self_attn.q_proj.weight") x.dtype = DType::I8;
+  const ModelInfo info = model_info_from_tensors(t, kUntied);
+  const std::string m = error_of([&] { plan_layers(info, with_tokens("qkv")); });
+  EXPECT_NE(m.find("model.layers.0.self_attn.q_proj.weight has dtype I8"), std::string::npos) << m;
+  // Not selected: copied as is, no error.
+  EXPECT_EQ(plan_layers(info, with_tokens("mlp")).count_mxfp4(), 3u);
+}
+
+TEST(Config, MalformedFieldsNameTheField) {
+  EXPECT_NE(error_of([] { model_info_from_tensors({}, {{"tie_word_embeddings", "yes"}}); }).find("tie_word_embeddings"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { model_info_from_tensors({}, json::array()); }).find("JSON object"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nibble
