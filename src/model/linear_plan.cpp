@@ -34,7 +34,9 @@ LayerSelection::LayerSelection(const TensorSource& tensors, bool tied_embeddings
   const nlohmann::json config = {{"tie_word_embeddings", tied_embeddings}};
   info_ = std::make_unique<ModelInfo>(model_info_from_tensors(infos, config));
   SelectionOptions sel;
-  sel.tokens = tokens_ = parse_layer_tokens(options.mxfp4_layers);
+  // "none": full precision (a spelling quant's tokens do not have; the load path needs it).
+  sel.tokens = tokens_ =
+      options.mxfp4_layers == "none" ? LayerTokens{} : parse_layer_tokens(options.mxfp4_layers);
   NIBBLE_CHECK(!tokens_.embed,
                "--mxfp4-layers embed: the embedding table is a lookup, not a linear layer, and "
                "stays in full precision at load");
