@@ -12,6 +12,10 @@
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "kernels/cpu/cpu_ref.h"
+#if NIBBLE_WITH_CUDA
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/sm80_mxfp4_gemv.h"
+#endif
 
 namespace nibble {
 
@@ -91,6 +95,10 @@ const KernelRegistry& KernelRegistry::builtin() {
     KernelRegistry r;
     // CPU, best first. cpu_ref stays last: it serves everything, slowly, and is the oracle.
     r.add(DeviceKind::cpu, make_cpu_ref_kernel());
+#if NIBBLE_WITH_CUDA
+    // CUDA, best first. sm80_mxfp4_gemv: M = 1..8 (decode) on any sm_80+ GPU.
+    r.add(DeviceKind::cuda, make_sm80_mxfp4_gemv_kernel());
+#endif
     return r;
   }();
   return registry;
@@ -246,7 +254,11 @@ DeviceInfo cpu_device_info() {
 }
 
 DeviceInfo cuda_device_info(int index) {
+#if NIBBLE_WITH_CUDA
+  return cuda_query_device(index);
+#else
   NIBBLE_THROW("CUDA device {} requested, but this build has no CUDA kernels", index);
+#endif
 }
 
 // ---- logging --------------------------------------------------------------------------------

@@ -1,0 +1,197 @@
+// The CUDA kernels against cpu_ref through the shared harness (tests/kernels/linear_harness.h):
+// fresh random data every case, NaN-poisoned outputs copied to the device before each apply,
+// NMSE and max-error limits. Without a CUDA device (CI) every case is a visible skip with the
+// kernel's reason; without CUDA compiled in, one visible skip says so.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kernels/linear_harness.h"
+#include "kernels/registry.h"
+
+#if NIBBLE_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/sm80_mxfp4_gemv.h"
+#endif
+
+namespace nibble {
+namespace {
+
+using test::LinearCase;
+
+#if NIBBLE_WITH_CUDA
+
+// The device the tests run on, or the CPU description when there is none (the kernels then
+// refuse through is_supported, which the harness reports as a skip).
+DeviceInfo test_device() {
+  try {
+    return cuda_device_info(0);
+  } catch (const Error&) {
+    DeviceInfo none;
+    none.kind = DeviceKind::cuda;
+    none.name = "none";
+    return none;
+  }
+}
+
+template <typename T>
+struct DeviceArray {
+  T* ptr = nullptr;
+  explicit DeviceArray(size_t bytes) { NIBBLE_CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(bytes, 1))); }
+  ~DeviceArray() { cudaFree(ptr); }
+};
+
+// The harness's apply hook: host buffers to the device (the poisoned output too), apply on a
+// non-default stream, and back.
+void cuda_apply(const LinearKernel& kernel, const LinearDesc& layer,
+                const PreparedWeights& prepared, const void* act, size_t act_bytes, size_t m,
+                void* out, size_t out_bytes) {
+  DeviceArray<uint8_t> d_act(act_bytes), d_out(out_bytes);
+  cudaStream_t stream = nullptr;
+  NIBBLE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(d_act.ptr, act, act_bytes, cudaMemcpyHostToDevice, stream));
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(d_out.ptr, out, out_bytes, cudaMemcpyHostToDevice, stream));
+  kernel.apply(layer, prepared, ActivationView{d_act.ptr, m, layer.activation},
+               OutputView{d_out.ptr, layer.output}, stream);
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(out, d_out.ptr, out_bytes, cudaMemcpyDeviceToHost, stream));
+  NIBBLE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  NIBBLE_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+// The harness grid at M <= 8 (the GEMV's range), plus the shapes: odd N, K = 2880,
+// the gpt-oss layers, 4096x14336 and the 201088x2880 lm_head, in every format pair.
+std::vector<LinearCase> gemv_cases() {
+  std::vector<LinearCase> cases;
+  for (const LinearCase& c : test::standard_linear_cases())
+    if (c.m <= kGemvMaxM) cases.push_back(c);
+  const std::pair<size_t, size_t> shapes[] = {{5120, 2880}, {2880, 4096}, {5760, 2880},
+                                              {2880, 2880}, {4096, 14336}, {4097, 2880},
+                                              {33, 2880},   {2881, 96}};
+  const std::pair<ActivationFormat, OutputFormat> formats[] = {
+      {ActivationFormat::bf16, OutputFormat::bf16}, {ActivationFormat::bf16, OutputFormat::f32},
+      {ActivationFormat::f32, OutputFormat::f32}, {ActivationFormat::f32, OutputFormat::bf16}};
+  for (auto [n, k] : shapes)
+    for (size_t m : {1, 2, 4, 8})
+      for (auto [act, out] : formats) cases.push_back({n, k, m, (m % 2) == 0, act, out});
+  for (size_t m : {1, 3, 8})
+    cases.push_back({201088, 2880, m, false, ActivationFormat::bf16, OutputFormat::bf16});
+  std::vector<LinearCase> unique;  // the extra shapes repeat a few of the grid's cases
+  std::set<std::string> seen;
+  for (const LinearCase& c : cases)
+    if (seen.insert(test::linear_case_name(c)).second) unique.push_back(c);
+  return unique;
+}
+
+class Sm80Mxfp4Gemv : public ::testing::TestWithParam<LinearCase> {};
+
+TEST_P(Sm80Mxfp4Gemv, MatchesCpuRef) {
+  const auto kernel = make_sm80_mxfp4_gemv_kernel();
+  test::run_linear_case(*kernel, test_device(), GetParam(), cuda_apply);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, Sm80Mxfp4Gemv, ::testing::ValuesIn(gemv_cases()),
+                         [](const auto& info) { return test::linear_case_name(info.param); });
+
+// Scale codes 0 (2^-127) and 255 (NaN) take the kernel's exact path: a NaN scale makes its
+// row NaN in every activation row, everything else still matches cpu_ref.
+TEST(Sm80Mxfp4GemvScales, SpecialScaleCodesAreExact) {
+  const DeviceInfo device = test_device();
+  const auto kernel = make_sm80_mxfp4_gemv_kernel();
+  if (const Check s = kernel->is_supported(device); !s.ok)
+    GTEST_SKIP() << kernel->name() << " is not supported here: " << s.reason;
+  const LinearCase c{37, 200, 5, true, ActivationFormat::f32, OutputFormat::f32};
+  const uint64_t seed = test::linear_test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  test::RandomLinear r = test::make_random_linear(c, seed);
+  const size_t bpr = mxfp4_blocks_per_row(c.k);
+  r.scales[5 * bpr + 3] = 0xff;                                // row 5: NaN
+  for (size_t b = 0; b < bpr; ++b) r.scales[9 * bpr + b] = 0;  // row 9: 2^-127 everywhere
+  r.scales[11 * bpr + 1] = 0;                                  // row 11: one tiny block
+  const auto prepared = kernel->prepare(r.desc, r.weights(), r.bias.data());
+  std::vector<float> out(c.m * c.n, std::numeric_limits<float>::quiet_NaN());
+  cuda_apply(*kernel, r.desc, *prepared, r.act.data(), r.act.size(), c.m, out.data(),
+             out.size() * sizeof(float));
+  const auto ref_kernel = make_cpu_ref_kernel();
+  const auto ref_prepared = ref_kernel->prepare(r.desc, r.weights(), r.bias.data());
+  std::vector<float> ref(c.m * c.n);
+  ref_kernel->apply(r.desc, *ref_prepared, {r.act.data(), c.m, c.activation},
+                    {ref.data(), OutputFormat::f32}, nullptr);
+  for (size_t m = 0; m < c.m; ++m)
+    for (size_t n = 0; n < c.n; ++n) {
+      const float got = out[m * c.n + n], want = ref[m * c.n + n];
+      if (n == 5) {
+        EXPECT_TRUE(std::isnan(got)) << "m=" << m << " n=5 has a NaN scale, got " << got;
+        continue;
+      }
+      EXPECT_TRUE(std::fabs(got - want) <= 1e-3f * (1.0f + std::fabs(want)))
+          << "m=" << m << " n=" << n << ": got " << got << ", want " << want;
+    }
+}
+
+TEST(Sm80Mxfp4GemvRegistry, IsRegisteredAndRefusesLargeM) {
+  const LinearKernel* kernel = KernelRegistry::builtin().find("sm80_mxfp4_gemv");
+  ASSERT_NE(kernel, nullptr);
+  EXPECT_EQ(kernel->device_kind(), DeviceKind::cuda);
+  LinearDesc layer;
+  layer.name = "x";
+  layer.n = 2880, layer.k = 2880, layer.min_m = 1, layer.max_m = 9;
+  const Check c = kernel->can_implement(layer);
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(c.reason.find("M up to 8"), std::string::npos) << c.reason;
+  layer.max_m = 8;
+  EXPECT_TRUE(kernel->can_implement(layer).ok);
+  layer.k = 172;
+  EXPECT_TRUE(kernel->can_implement(layer).ok) << "K % 32 != 0 reads the padded tail as zero";
+}
+
+TEST(Sm80Mxfp4GemvRegistry, DeviceInfoOrAClearNoDevice) {
+  int count = 0;
+  const bool have_gpu = cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  cudaGetLastError();
+  const auto kernel = make_sm80_mxfp4_gemv_kernel();
+  DeviceInfo device;
+  device.kind = DeviceKind::cuda;
+  if (!have_gpu) {
+    const Check c = kernel->is_supported(device);
+    EXPECT_FALSE(c.ok);
+    EXPECT_NE(c.reason.find("no CUDA device"), std::string::npos) << c.reason;
+    try {
+      cuda_device_info(0);
+      ADD_FAILURE() << "cuda_device_info(0) returned without a device";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
+    }
+    GTEST_SKIP() << "no CUDA device: checked the refusals only";
+  }
+  device = cuda_device_info(0);
+  EXPECT_EQ(device.kind, DeviceKind::cuda);
+  EXPECT_FALSE(device.name.empty());
+  EXPECT_GE(device.compute_capability, 50);
+  EXPECT_GT(device.multiprocessors, 0);
+  const Check c = kernel->is_supported(device);
+  EXPECT_EQ(c.ok, device.compute_capability >= 80) << c.reason;
+  // The registry picks it for a decode layer on this device.
+  LinearDesc layer;
+  layer.name = "decode";
+  layer.n = 2880, layer.k = 2880, layer.min_m = 1, layer.max_m = 8;
+  if (c.ok) {
+    const auto choices = KernelRegistry::builtin().select(layer, device, {});
+    ASSERT_FALSE(choices.empty());
+    EXPECT_EQ(choices.front().kernel->name(), "sm80_mxfp4_gemv");
+  }
+}
+
+#else  // !NIBBLE_WITH_CUDA
+
+TEST(Sm80Mxfp4Gemv, NotBuilt) { GTEST_SKIP() << "built without CUDA (no nvcc found)"; }
+
+#endif
+
+}  // namespace
+}  // namespace nibble
