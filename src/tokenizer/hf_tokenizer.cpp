@@ -136,7 +136,11 @@ class HfTokenizer final : public Tokenizer {
   HfTokenizer(const json& tok, const json& config, const json& generation);
 
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens) const override;
-  std::string decode(std::span<const int32_t> ids, bool skip_special_tokens) const override;
+  std::string decode(std::span<const int32_t> ids, bool skip_special_tokens) const override {
+    std::string text = decode_without_cleanup(ids, skip_special_tokens);
+    return clean_up_spaces_ ? clean_up_tokenization(text) : text;
+  }
+  std::string decode_without_cleanup(std::span<const int32_t> ids, bool skip_special_tokens) const override;
   size_t vocab_size() const override { return vocab_size_; }
   std::string id_to_piece(int32_t id) const override {
     if (const auto it = added_by_id_.find(id); it != added_by_id_.end()) return added_[it->second].content;
@@ -428,7 +432,7 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text, bool add_special
   return ids;
 }
 
-std::string HfTokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
+std::string HfTokenizer::decode_without_cleanup(std::span<const int32_t> ids, bool skip_special_tokens) const {
   DecodeTokens tokens;
   tokens.text.reserve(ids.size());
   tokens.added.reserve(ids.size());
@@ -456,7 +460,7 @@ std::string HfTokenizer::decode(std::span<const int32_t> ids, bool skip_special_
       out += tokens.text[i];
     }
   }
-  return clean_up_spaces_ ? clean_up_tokenization(out) : out;
+  return out;
 }
 
 }  // namespace

@@ -77,8 +77,8 @@ StreamingDecoder::StreamingDecoder(const Tokenizer& tokenizer, bool skip_special
 std::string StreamingDecoder::push(int32_t id) {
   ids_.push_back(id);
   const std::span<const int32_t> all(ids_);
-  const std::string before = tokenizer_.decode(all.subspan(prefix_, read_ - prefix_), skip_special_);
-  const std::string now = tokenizer_.decode(all.subspan(prefix_), skip_special_);
+  const std::string before = tokenizer_.decode_without_cleanup(all.subspan(prefix_, read_ - prefix_), skip_special_);
+  const std::string now = tokenizer_.decode_without_cleanup(all.subspan(prefix_), skip_special_);
   if (now.size() <= before.size() || now.ends_with("\xEF\xBF\xBD")) return {};
   std::string delta = now.starts_with(before) ? now.substr(before.size()) : now.substr(std::min(before.size(), now.size()));
   prefix_ = read_;
@@ -88,8 +88,8 @@ std::string StreamingDecoder::push(int32_t id) {
 
 std::string StreamingDecoder::finish() {
   const std::span<const int32_t> all(ids_);
-  const std::string before = tokenizer_.decode(all.subspan(prefix_, read_ - prefix_), skip_special_);
-  const std::string now = tokenizer_.decode(all.subspan(prefix_), skip_special_);
+  const std::string before = tokenizer_.decode_without_cleanup(all.subspan(prefix_, read_ - prefix_), skip_special_);
+  const std::string now = tokenizer_.decode_without_cleanup(all.subspan(prefix_), skip_special_);
   prefix_ = read_ = ids_.size();
   if (now.size() <= before.size()) return {};
   return now.starts_with(before) ? now.substr(before.size()) : now.substr(before.size());

@@ -44,6 +44,11 @@ class Tokenizer {
 
   virtual std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const = 0;
   virtual std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const = 0;
+  // decode() without transformers' clean_up_tokenization_spaces (" ." -> "."), a whole-text
+  // heuristic some configs turn on (Llama 3); what StreamingDecoder concatenates to.
+  virtual std::string decode_without_cleanup(std::span<const int32_t> ids, bool skip_special_tokens = false) const {
+    return decode(ids, skip_special_tokens);
+  }
 
   std::optional<int32_t> bos_id() const { return bos_id_; }
   std::optional<int32_t> eos_id() const { return eos_id_; }
@@ -79,7 +84,7 @@ class Tokenizer {
 // and never ends in the middle of a UTF-8 character (bytes of a character split over several
 // byte-fallback or byte-level tokens are held back until it is complete). finish() returns what
 // is left (an incomplete character then becomes U+FFFD). The concatenation of all outputs equals
-// tokenizer.decode(all ids).
+// tokenizer.decode_without_cleanup(all ids).
 class StreamingDecoder {
  public:
   explicit StreamingDecoder(const Tokenizer& tokenizer, bool skip_special_tokens = false);
