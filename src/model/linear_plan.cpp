@@ -184,14 +184,22 @@ std::string summarize_plan(const std::vector<LinearPlanEntry>& plan) {
   std::map<std::string, size_t> mx_count;
   std::map<std::string, std::pair<std::vector<std::string>, size_t>> fp_by_reason;
   std::vector<std::string> padded;
+  // Roles grouped as the --mxfp4-layers tokens name them.
+  auto token_of = [](LinearRole r) -> std::string {
+    switch (r) {
+      case LinearRole::q: case LinearRole::k: case LinearRole::v: return "qkv";
+      case LinearRole::gate: case LinearRole::up: case LinearRole::down: return "mlp";
+      default: return linear_role_name(r);
+    }
+  };
   for (const LinearPlanEntry& e : plan) {
-    const std::string role = linear_role_name(e.role);
+    const std::string role = token_of(e.role);
     if (e.mxfp4) {
       auto& roles = mx_by_kernel[e.kernel];
       if (std::find(roles.begin(), roles.end(), role) == roles.end()) roles.push_back(role);
       ++mx_count[e.kernel];
       if (e.k % kMxfp4BlockSize != 0) {
-        const std::string note = fmt::format("{} (K = {} padded to {})", role, e.k,
+        const std::string note = fmt::format("{} (K = {} padded to {})", linear_role_name(e.role), e.k,
                                              mxfp4_blocks_per_row(e.k) * kMxfp4BlockSize);
         if (std::find(padded.begin(), padded.end(), note) == padded.end()) padded.push_back(note);
       }
