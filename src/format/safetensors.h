@@ -5,6 +5,19 @@
 // File layout: [u64 little-endian header length N][N bytes JSON header][data]. The header maps
 // tensor names to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the
 // start of the data), plus an optional "__metadata__" map of strings to strings.
+//
+// What the reader refuses (each with the file, the tensor and the field in the message): a file
+// shorter than 8 bytes; a header length past the end of the file or above 100 MB; a header that
+// is not a JSON object or repeats a key (tensor names included); an entry without exactly the
+// fields dtype, shape, data_offsets; a dtype not in dtype.h; a shape that is not a list of
+// non-negative integers, or whose byte size (numel x dtype size, overflow checked) differs from
+// the span of data_offsets; offsets with begin > end or past the end of the data; tensors that
+// overlap, leave a gap, or do not reach the end of the file (the data must be tiled exactly, as
+// the reference implementation requires); "__metadata__" that is not a map of strings to strings.
+//
+// NOTES: tensor data is not necessarily aligned to its element size (the header length is
+// arbitrary, and the tensors may come in any dtype order): read elements with memcpy or
+// byte-wise. Files written here start the data at an 8-byte boundary.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +27,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "format/dtype.h"
@@ -50,11 +64,16 @@ class SafetensorsFile {
   void* map_ = nullptr;
   size_t map_size_ = 0;
   std::vector<TensorView> tensors_;
+  std::unordered_map<std::string, size_t> index_;  // name -> position in tensors_
   std::map<std::string, std::string> metadata_;
 };
 
 // The tensors of a checkpoint: a directory with model.safetensors, or with
-// model.safetensors.index.json and its shards, or a single .safetensors file.
+// model.safetensors.index.json and its shards, or a single .safetensors file. Like
+// Transformers, model.safetensors wins when both are present. The index must agree with the
+// shards: a missing shard, a tensor listed but absent from its shard, a tensor stored in a
+// shard but not listed (or listed in another), or one stored twice is refused, naming both.
+// Shard names must be plain file names inside the directory.
 class Checkpoint {
  public:
   explicit Checkpoint(const std::filesystem::path& path);
@@ -78,8 +97,12 @@ struct TensorSpec {
   DType dtype = DType::U8;
   std::vector<int64_t> shape;
   std::function<void(uint8_t* out, size_t nbytes)> fill;
-  size_t nbytes() const;
+  size_t nbytes() const;  // numel x dtype size; throws on a negative dimension or overflow
 };
+
+// A spec that copies an existing tensor's bytes (for tensors passed through unchanged).
+// `view` must stay valid until the spec is written; `name` empty keeps the view's name.
+TensorSpec tensor_spec_copy(const TensorView& view, std::string name = {});
 
 // Writes one safetensors file: to "<path>.tmp-XXXX" beside it, renamed onto `path` only when
 // every tensor is written and flushed. On any error the temp file is removed.
@@ -88,7 +111,10 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
 
 // Writes a checkpoint into `directory` (which must exist): one model.safetensors when it
 // fits in max_shard_bytes (0: no limit), else model-0000i-of-0000n.safetensors shards and
-// model.safetensors.index.json. Each file is written atomically as above.
+// model.safetensors.index.json (metadata.total_size, weight_map), written last. Each file is
+// written atomically as above; `metadata` goes into every file's __metadata__. A file of the
+// other layout left by an earlier write (model.safetensors, or the index) is removed once the
+// new files are in place, so that Checkpoint cannot read stale tensors.
 void write_checkpoint(const std::filesystem::path& directory, const std::vector<TensorSpec>& tensors,
                       const std::map<std::string, std::string>& metadata = {},
                       size_t max_shard_bytes = 0);
