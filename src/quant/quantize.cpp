@@ -338,7 +338,7 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
     NIBBLE_CHECK(!fs::exists(output) || options.force,
                  "output {} already exists; pass --force to replace it", options.output);
     NIBBLE_CHECK(fs::is_directory(output.parent_path()),
-                 "output {}: parent directory {} does not exist", options.output,
+                 "output {}: parent {} is not an existing directory", options.output,
                  output.parent_path().string());
     if (!options.report_path.empty()) {
       const fs::path rp = fs::absolute(options.report_path).parent_path();
