@@ -32,6 +32,9 @@
 //   - +-Inf or NaN anywhere in a block: the block's scale becomes 0xFF (NaN) and its
 //     elements 0, so every element decodes to NaN, as the OCP spec defines a NaN scale.
 //     With `strict`, quantization instead throws an Error naming tensor, row and block.
+//   - the top of the F32 range: with the ceil rule, |x| >= 3.5 * 2^126 (about 2.98e38, only
+//     the largest BF16/F32 values) rounds to 4 * 2^126 = 2^128, which decodes to +-Inf in F32
+//     and BF16. The OCP rule never does (it saturates such a block's maximum to 6 * 2^125).
 #pragma once
 
 #include <cstddef>

@@ -1,0 +1,224 @@
+#include "model/linear_plan.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "base/error.h"
+#include "model/quant_linear.h"
+
+namespace nibble {
+
+const char* linear_role_name(LinearRole role) {
+  switch (role) {
+    case LinearRole::q: return "q";
+    case LinearRole::k: return "k";
+    case LinearRole::v: return "v";
+    case LinearRole::o: return "o";
+    case LinearRole::gate: return "gate";
+    case LinearRole::up: return "up";
+    case LinearRole::down: return "down";
+    case LinearRole::lm_head: return "lm_head";
+  }
+  return "?";
+}
+
+LayerSelection::LayerSelection(const TensorSource& tensors, bool tied_embeddings,
+                               const ModelLoadOptions& options) {
+  std::vector<TensorInfo> infos;
+  for (const TensorView* t : tensors.tensors()) infos.push_back({t->name, t->dtype, t->shape});
+  const nlohmann::json config = {{"tie_word_embeddings", tied_embeddings}};
+  info_ = std::make_unique<ModelInfo>(model_info_from_tensors(infos, config));
+  SelectionOptions sel;
+  // "none": full precision (a spelling quant's tokens do not have; the load path needs it).
+  sel.tokens = tokens_ =
+      options.mxfp4_layers == "none" ? LayerTokens{} : parse_layer_tokens(options.mxfp4_layers);
+  NIBBLE_CHECK(!tokens_.embed,
+               "--mxfp4-layers embed: the embedding table is a lookup, not a linear layer, and "
+               "stays in full precision at load");
+  sel.include = options.include;
+  sel.exclude = options.exclude;
+  plan_ = plan_layers(*info_, sel);
+}
+
+LayerSelection::~LayerSelection() = default;
+
+LayerSelection::Decision LayerSelection::decide(const std::string& module_name) const {
+  Decision d;
+  const ModuleDecision* m = plan_.find(module_name);
+  if (!m) return d;
+  d.module = m->module;
+  d.mxfp4 = m->mxfp4;
+  d.prequantized = m->passthrough;
+  d.reason = m->reason;
+  const bool k_gate = !m->mxfp4 && d.module->k % int64_t(kMxfp4BlockSize) != 0 &&
+                      m->reason.find("not a multiple of 32") != std::string::npos;
+  if (k_gate) {
+    d.mxfp4 = true;
+    const int64_t padded = (d.module->k + 31) / 32 * 32;
+    const size_t sel = m->reason.find("(selected by ");
+    const std::string by =
+        sel == std::string::npos ? "" : m->reason.substr(sel + 1, m->reason.size() - sel - 2) + "; ";
+    d.reason = fmt::format("{}K = {} zero-padded to {} in the last block (exact at load)", by,
+                           d.module->k, padded);
+  }
+  return d;
+}
+
+std::shared_ptr<DenseWeights> dense_weights_from(const TensorView& t, const std::string& where) {
+  NIBBLE_CHECK(t.shape.size() == 2, "{}: tensor \"{}\" must be 2-D, has {} dimensions", where,
+               t.name, t.shape.size());
+  auto w = std::make_shared<DenseWeights>();
+  w->rows = size_t(t.shape[0]);
+  w->cols = size_t(t.shape[1]);
+  if (t.dtype == DType::BF16) {
+    w->dtype = DType::BF16;
+    w->bf16.resize(w->rows * w->cols);
+    std::memcpy(w->bf16.data(), t.data, w->bf16.size() * 2);
+  } else {
+    w->dtype = DType::F32;
+    w->f32 = tensor_to_f32(t, where);
+  }
+  return w;
+}
+
+namespace {
+
+std::vector<float> optional_bias(const TensorSource& tensors, const std::string& name, size_t n,
+                                 bool has_bias) {
+  if (!has_bias) return {};
+  return tensor_to_f32(tensors.at(name + ".bias", {int64_t(n)}), tensors.where());
+}
+
+}  // namespace
+
+std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::string& name,
+                                    LinearRole role, size_t n, size_t k, bool has_bias,
+                                    const LayerSelection& selection,
+                                    const ModelLoadOptions& options,
+                                    std::shared_ptr<const DenseWeights> tied_weights,
+                                    std::vector<LinearPlanEntry>& plan) {
+  LinearPlanEntry entry;
+  entry.name = name;
+  entry.role = role;
+  entry.n = n;
+  entry.k = k;
+  const std::vector<float> bias = optional_bias(tensors, name, n, has_bias);
+
+  LinearDesc desc;
+  desc.name = name;
+  desc.n = n;
+  desc.k = k;
+  desc.min_m = 1;
+  desc.max_m = std::max<size_t>(1, options.max_batch_tokens);
+  desc.has_bias = has_bias;
+
+  auto finish = [&](std::unique_ptr<Linear> linear) {
+    entry.kernel = linear->kernel_name();
+    entry.weight_bytes = linear->weight_bytes();
+    plan.push_back(std::move(entry));
+    return linear;
+  };
+
+  const LayerSelection::Decision decision = selection.decide(name);
+  const bool tied_head = tied_weights != nullptr;
+  if (tied_head) {
+    // Tied classifier: quantizing it would quantize the embedding table it shares (or need a
+    // second copy of it), so it stays in full precision and reads the embedding table.
+    NIBBLE_CHECK(tied_weights->rows == n && tied_weights->cols == k,
+                 "{}: tied embedding is [{}, {}], the classifier needs [{}, {}]", tensors.where(),
+                 tied_weights->rows, tied_weights->cols, n, k);
+    entry.reason = selection.lm_head_asked()
+                       ? "tied to the embedding table: MXFP4 refused (it would quantize the "
+                         "embedding too); kept in full precision"
+                       : "tied to the embedding table (lm_head not selected)";
+    return finish(std::make_unique<DenseLinear>(name, std::move(tied_weights)));
+  }
+  NIBBLE_CHECK(decision.module != nullptr, "{}: linear layer \"{}\" is missing (no {}.weight)",
+               tensors.where(), name, name);
+  if (decision.prequantized) {
+    // Written by `nibble quantize`: MXFP4 already, [n, k/32, 16] blocks and [n, k/32] scales.
+    const LinearModule& mod = *decision.module;
+    NIBBLE_CHECK(mod.layout == SourceLayout::mxfp4_gpt_oss && mod.tensors.size() == 2,
+                 "{}: \"{}\" is stored as {}; the loader reads the gpt-oss MXFP4 layout "
+                 "(P_blocks / P_scales)",
+                 tensors.where(), name, source_layout_name(mod.layout));
+    const size_t bpr = mxfp4_blocks_per_row(k);
+    const TensorView& blocks =
+        tensors.at(mod.tensors[0], {int64_t(n), int64_t(bpr), int64_t(kMxfp4BlockBytes)});
+    const TensorView& scales = tensors.at(mod.tensors[1], {int64_t(n), int64_t(bpr)});
+    entry.mxfp4 = entry.prequantized = true;
+    entry.reason = "MXFP4 in the checkpoint";
+    return finish(std::make_unique<QuantLinear>(
+        desc, Mxfp4HostWeights{blocks.data, scales.data, n, k},
+        bias.empty() ? nullptr : bias.data(), options.device, options.kernels));
+  }
+  const TensorView& weight = tensors.at(name + ".weight", {int64_t(n), int64_t(k)});
+  if (!decision.mxfp4) {
+    entry.reason = decision.reason;
+    return finish(std::make_unique<DenseLinear>(name, dense_weights_from(weight, tensors.where()),
+                                                bias));
+  }
+  // Quantize at load, then let the kernels repack; this packed copy is freed on return.
+  const size_t bpr = mxfp4_blocks_per_row(k);
+  std::vector<uint8_t> blocks(n * bpr * kMxfp4BlockBytes), scales(n * bpr);
+  Mxfp4QuantizeOptions qo;
+  qo.rule = options.scale_rule;
+  qo.tensor_name = name + ".weight";
+  mxfp4_quantize(weight.data, weight.dtype, n, k, blocks.data(), scales.data(), qo);
+  entry.mxfp4 = true;
+  entry.reason = fmt::format("quantized at load, {} scales ({})", scale_rule_name(options.scale_rule),
+                             decision.reason);
+  return finish(std::make_unique<QuantLinear>(
+      desc, Mxfp4HostWeights{blocks.data(), scales.data(), n, k},
+      bias.empty() ? nullptr : bias.data(), options.device, options.kernels));
+}
+
+std::string summarize_plan(const std::vector<LinearPlanEntry>& plan) {
+  // Group MXFP4 layers by kernel and role; list full-precision ones by role with the reason.
+  std::map<std::string, std::vector<std::string>> mx_by_kernel;  // kernel -> roles
+  std::map<std::string, size_t> mx_count;
+  std::map<std::string, std::pair<std::vector<std::string>, size_t>> fp_by_reason;
+  std::vector<std::string> padded;
+  for (const LinearPlanEntry& e : plan) {
+    const std::string role = linear_role_name(e.role);
+    if (e.mxfp4) {
+      auto& roles = mx_by_kernel[e.kernel];
+      if (std::find(roles.begin(), roles.end(), role) == roles.end()) roles.push_back(role);
+      ++mx_count[e.kernel];
+      if (e.k % kMxfp4BlockSize != 0) {
+        const std::string note = fmt::format("{} (K = {} padded to {})", role, e.k,
+                                             mxfp4_blocks_per_row(e.k) * kMxfp4BlockSize);
+        if (std::find(padded.begin(), padded.end(), note) == padded.end()) padded.push_back(note);
+      }
+    } else {
+      auto& [roles, count] = fp_by_reason[e.reason];
+      if (std::find(roles.begin(), roles.end(), role) == roles.end()) roles.push_back(role);
+      ++count;
+    }
+  }
+  std::string out = "MXFP4: ";
+  if (mx_by_kernel.empty()) out += "none";
+  bool first = true;
+  for (const auto& [kernel, roles] : mx_by_kernel) {
+    if (!first) out += "; ";
+    first = false;
+    out += fmt::format("{} layers ({}) on {}", mx_count[kernel], fmt::join(roles, ","), kernel);
+  }
+  if (!padded.empty()) out += fmt::format(", zero-padded last block: {}", fmt::join(padded, ", "));
+  out += " | full precision: ";
+  if (fp_by_reason.empty()) out += "none";
+  first = true;
+  for (const auto& [reason, entry] : fp_by_reason) {
+    if (!first) out += "; ";
+    first = false;
+    out += fmt::format("{} layers ({}): {}", entry.second, fmt::join(entry.first, ","), reason);
+  }
+  return out;
+}
+
+}  // namespace nibble

@@ -1,0 +1,87 @@
+// Which linear layers of a model run in MXFP4 and on which kernel: the one place where a
+// model's loader turns a tensor into a Linear (dense or MXFP4), and records why.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "format/mxfp4.h"
+#include "kernels/registry.h"
+#include "quant/model_info.h"
+#include "quant/selection.h"
+#include "model/dense_linear.h"
+#include "model/linear.h"
+#include "model/tensor_source.h"
+
+namespace nibble {
+
+// The layer roles of --mxfp4-layers tokens: qkv = q,k,v; o; mlp = gate,up,down; lm_head.
+enum class LinearRole : uint8_t { q, k, v, o, gate, up, down, lm_head };
+const char* linear_role_name(LinearRole role);
+
+struct ModelLoadOptions {
+  std::string mxfp4_layers = "qkv,o,mlp";  // --mxfp4-layers (default for dense models)
+  std::vector<std::string> include, exclude;  // --include / --exclude globs on module names
+  ScaleRule scale_rule = ScaleRule::ocp;   // quantizing at load
+  KernelOverrides kernels;                 // --mxfp4-kernel / NIBBLE_MXFP4_KERNEL
+  DeviceInfo device;                       // where the kernels run (default: this CPU)
+  size_t max_batch_tokens = 256;           // largest M of a forward (prompt chunk)
+};
+
+struct LinearPlanEntry {
+  std::string name;        // "model.layers.0.self_attn.q_proj"
+  LinearRole role = LinearRole::q;
+  size_t n = 0, k = 0;
+  bool mxfp4 = false;
+  bool prequantized = false;  // read as MXFP4 from the checkpoint
+  std::string kernel;      // "cpu_simd", "dense_f32", ...
+  std::string reason;      // why it is (not) MXFP4; "K = 172 padded to 192 in the last block"
+  size_t weight_bytes = 0;
+};
+
+// The load-time layer selection: src/quant's plan_layers() over the checkpoint's linear
+// modules (tokens, --include/--exclude globs, tied-embedding gate), with one difference: its
+// K % 32 gate exists because a written checkpoint must stay readable by other tools; at load
+// nothing is written and the kernels zero-pad the last block exactly, so such layers ARE
+// quantized here (the reason says so).
+class LayerSelection {
+ public:
+  LayerSelection(const TensorSource& tensors, bool tied_embeddings, const ModelLoadOptions& options);
+  ~LayerSelection();
+  struct Decision {
+    bool mxfp4 = false;
+    bool prequantized = false;
+    const LinearModule* module = nullptr;  // null: the checkpoint has no such module
+    std::string reason;
+  };
+  Decision decide(const std::string& module_name) const;
+  // Gates that fired and globs that matched nothing.
+  const std::vector<std::string>& warnings() const { return plan_.warnings; }
+  bool lm_head_asked() const { return tokens_.lm_head; }
+  std::string tokens() const { return tokens_.to_string(); }
+
+ private:
+  std::unique_ptr<ModelInfo> info_;
+  LayerTokens tokens_;
+  LayerPlan plan_;
+};
+
+// Builds the linear layer `name` (tensor `name.weight`, optional `name.bias`), [n, k], as
+// MXFP4 or dense per the selection. `tied_weights`, when not null, is the embedding table an
+// untied lm_head would not have: a tied classifier stays dense (reason logged) and shares it.
+std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::string& name,
+                                    LinearRole role, size_t n, size_t k, bool has_bias,
+                                    const LayerSelection& selection,
+                                    const ModelLoadOptions& options,
+                                    std::shared_ptr<const DenseWeights> tied_weights,
+                                    std::vector<LinearPlanEntry>& plan);
+
+// Dense weights from a tensor (F32 kept F32, BF16 kept BF16, F16 widened to F32).
+std::shared_ptr<DenseWeights> dense_weights_from(const TensorView& tensor, const std::string& where);
+
+// "MXFP4: 30 layers (qkv, o, mlp) on cpu_simd; full precision: lm_head (tied to the embedding)"
+std::string summarize_plan(const std::vector<LinearPlanEntry>& plan);
+
+}  // namespace nibble

@@ -1,0 +1,73 @@
+// The Llama-family decoder (llama_config.h lists the families): one implementation, the family
+// differences are LlamaConfig switches. forward() runs a batch of consecutive tokens of one
+// sequence through every layer as [tokens, hidden] matrices (a prompt in one pass, or one
+// decode token), appending their keys and values to a KvCache.
+//
+// Linear layers are built at load from a TensorSource, each as an MXFP4 layer on a registry
+// kernel or a dense one, by the plan of model/linear_plan.h (--mxfp4-layers); the plan and the
+// kernel chosen for every layer are kept for the load summary.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/dense_linear.h"
+#include "model/kv_cache.h"
+#include "model/linear.h"
+#include "model/linear_plan.h"
+#include "model/llama/llama_config.h"
+#include "model/tensor_source.h"
+
+namespace nibble {
+
+class LlamaModel {
+ public:
+  // Reads every tensor the config needs from `tensors` (Hugging Face names:
+  // model.embed_tokens.weight, model.layers.N.self_attn.q_proj.weight, ...), checking shapes.
+  // Tensors may be F32, BF16 or F16, or MXFP4 (<name>_blocks / <name>_scales, as written by
+  // `nibble quantize`). The source may be closed once build() returns.
+  static std::unique_ptr<LlamaModel> build(const LlamaConfig& config, const TensorSource& tensors,
+                                           const ModelLoadOptions& options);
+
+  const LlamaConfig& config() const { return config_; }
+  KvCache make_cache(size_t capacity) const;
+
+  // Runs tokens[0..n) at positions cache.length() .. cache.length() + n - 1 and advances the
+  // cache. logits: [n, vocab] when all_logits, else [1, vocab] for the last token only.
+  void forward(std::span<const int32_t> tokens, KvCache& cache, float* logits,
+               bool all_logits = false) const;
+
+  // What each linear layer became at load (format, kernel, reason).
+  const std::vector<LinearPlanEntry>& plan() const { return plan_; }
+  // Warnings of the layer selection (gates that fired, globs that matched nothing).
+  const std::vector<std::string>& warnings() const { return warnings_; }
+  // Bytes of every weight the model holds (embedding, norms, linears).
+  size_t weight_bytes() const;
+
+ private:
+  struct Layer {
+    std::vector<float> attn_norm, ffn_norm, q_norm, k_norm;
+    std::unique_ptr<Linear> q, k, v, o, gate, up, down;
+  };
+  LlamaModel() = default;
+  void attention(size_t layer, size_t count, size_t start, const float* q, KvCache& cache,
+                 float* out) const;
+  void forward_chunk(std::span<const int32_t> tokens, KvCache& cache, float* logits,
+                     bool all_logits) const;
+  void rope(float* x, size_t count, size_t start, size_t heads) const;
+
+  LlamaConfig config_;
+  size_t max_m_ = 1;
+  std::shared_ptr<DenseWeights> embedding_;
+  std::vector<Layer> layers_;
+  std::vector<float> final_norm_;
+  std::unique_ptr<Linear> lm_head_;
+  std::vector<float> inv_freq_;
+  std::vector<LinearPlanEntry> plan_;
+  std::vector<std::string> warnings_;
+};
+
+}  // namespace nibble
