@@ -200,7 +200,13 @@ inline RunResult run_nibble(const std::string& args) {
   return r;
 }
 
-inline std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+// Single-quoted for the shell. (Built with append: GCC 12 warns falsely on "'" + s + "'".)
+inline std::string q(const fs::path& p) {
+  std::string quoted(1, '\'');
+  quoted.append(p.string());
+  quoted.push_back('\'');
+  return quoted;
+}
 
 // Nothing of ours left in `dir`: no temp or old directories.
 inline std::vector<std::string> leftovers(const fs::path& dir) {
