@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "format/e8m0.h"
 #include "format/float16.h"
 #include "format/safetensors.h"
+#include "quant/block_quantizer.h"
 #include "quant/lora.h"
 
 namespace nibble {
@@ -106,25 +108,21 @@ void quantize_rows(const void* source, DType dtype, size_t rows, size_t k, uint8
   const size_t grain = std::max<size_t>(1, 65536 / std::max<size_t>(k, 1));
   pool.parallel_for(rows, grain, [&](size_t begin, size_t end, size_t thread) {
     std::vector<float> row(k);
-    float decoded[kMxfp4BlockSize];
     double error = 0, signal = 0, max_abs = 0;
     for (size_t r = begin; r < end; ++r) {
       if (g_signal) return;  // checked by the caller after the loop
       load_row_f32(source, dtype, r * k, k, row.data());
       for (size_t b = 0; b < row_blocks; ++b) {
-        const float* values = row.data() + b * kMxfp4BlockSize;
-        uint8_t* packed = blocks + (r * row_blocks + b) * kMxfp4BlockBytes;
-        const uint8_t scale = mxfp4_quantize_block(values, kMxfp4BlockSize, rule, packed);
+        BlockError block_error;  // float sums over 32 values, double beyond
+        const uint8_t scale = quantize_block_measured(row.data() + b * kMxfp4BlockSize, rule,
+                                                      blocks + (r * row_blocks + b) * kMxfp4BlockBytes,
+                                                      block_error);
         NIBBLE_CHECK(scale != kE8M0NaN, "tensor {}: row {}, block {} (columns {}..{}) holds Inf or NaN",
                      tensor, row_offset + r, b, b * kMxfp4BlockSize, (b + 1) * kMxfp4BlockSize - 1);
         scales[r * row_blocks + b] = scale;
-        mxfp4_dequantize_block(packed, scale, decoded);
-        for (size_t i = 0; i < kMxfp4BlockSize; ++i) {
-          const double d = double(decoded[i]) - double(values[i]);
-          error += d * d;
-          signal += double(values[i]) * double(values[i]);
-          max_abs = std::max(max_abs, std::fabs(d));
-        }
+        error += block_error.error;
+        signal += block_error.signal;
+        max_abs = std::max(max_abs, double(block_error.max_abs));
       }
     }
     partial[thread].error += error;
@@ -138,6 +136,17 @@ void quantize_rows(const void* source, DType dtype, size_t rows, size_t k, uint8
     q.max_abs = std::max(q.max_abs, p.max_abs);
   }
   q.elements += uint64_t(rows) * k;
+}
+
+// Drops a consumed source tensor's pages from this process (they stay in the page cache).
+// The checkpoint is mapped read-only (MAP_PRIVATE, PROT_READ): a later read faults the same
+// bytes back in. Without this, every page read through the mmap stays resident and peak RSS
+// would grow to the size of the model.
+void release_source_pages(const TensorView& t) {
+  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t.data) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes) & ~(page - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 // One module to quantize: produces blocks and scales once, whichever the writer asks for first,
@@ -187,6 +196,7 @@ struct QuantJob {
     if (!done) {
       scales_cache.resize(scales_bytes());
       run(out, scales_cache.data());
+      release_source_pages(*source);
       done = true;
     } else {
       std::memcpy(out, blocks_cache.data(), nbytes);
@@ -199,6 +209,7 @@ struct QuantJob {
     if (!done) {
       blocks_cache.resize(blocks_bytes());
       run(blocks_cache.data(), out);
+      release_source_pages(*source);
       done = true;
     } else {
       std::memcpy(out, scales_cache.data(), nbytes);
@@ -408,6 +419,7 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
                          NIBBLE_CHECK(nbytes == t->nbytes, "internal: {} is {} bytes, writer asked {}",
                                       t->name, t->nbytes, nbytes);
                          std::memcpy(out, t->data, nbytes);
+                         release_source_pages(*t);
                          report(t);
                        }});
       continue;
