@@ -7,6 +7,7 @@
 #include <map>
 
 #include "base/error.h"
+#include "format/mxfp4.h"
 #include "format/safetensors.h"
 
 namespace nibble {
@@ -130,6 +131,25 @@ nlohmann::json inspect_json(const InspectReport& r) {
           {"saved_bytes", r.saved_bytes()}, {"quant_method", r.quant_method},
           {"selection", r.selection},       {"tied_embeddings", r.tied_reason},
           {"gates", r.gates},               {"modules", modules}};
+}
+
+size_t write_dequantized(const std::string& directory, const std::string& output_file) {
+  const nlohmann::json config = read_config_json(directory);
+  Checkpoint checkpoint(directory);
+  const ModelInfo info = model_info_from_checkpoint(checkpoint, config);
+  std::vector<TensorSpec> specs;
+  for (const auto& m : info.modules) {
+    if (!m.already_mxfp4()) continue;
+    const TensorView* blocks = &checkpoint.at(m.tensors[0]);
+    const TensorView* scales = &checkpoint.at(m.tensors[1]);
+    const size_t rows = size_t(m.experts * m.rows), k = size_t(m.k);
+    specs.push_back({m.name, DType::F32, m.shape, [blocks, scales, rows, k](uint8_t* out, size_t) {
+                       mxfp4_dequantize(blocks->data, scales->data, rows, k, out, DType::F32);
+                     }});
+  }
+  NIBBLE_CHECK(!specs.empty(), "{}: no MXFP4 module to dequantize", directory);
+  write_safetensors(output_file, specs, {{"format", "pt"}});
+  return specs.size();
 }
 
 }  // namespace nibble

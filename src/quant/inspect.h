@@ -43,4 +43,10 @@ InspectReport inspect_checkpoint(const std::string& directory);
 std::string format_inspect(const InspectReport& report);
 nlohmann::json inspect_json(const InspectReport& report);
 
+// Writes every MXFP4 module of the checkpoint in `directory`, dequantized by the format codec
+// to F32 [.., N, K] (K last, as in the packed layout), into one safetensors file named by
+// module. For checking other tools' dequantization against ours (scripts/device/quant_check.py).
+// Returns the number of modules written.
+size_t write_dequantized(const std::string& directory, const std::string& output_file);
+
 }  // namespace nibble

@@ -105,3 +105,30 @@ TEST(InspectCli, BadInputIsAClearError) {
 
 }  // namespace
 }  // namespace nibble::testing_quant
+
+namespace nibble::testing_quant {
+namespace {
+
+TEST(InspectCli, DequantizeWritesTheCodecsF32PerModule) {
+  ScratchDir s;
+  write_gpt_oss(s.path / "in", false, 1, 64, 96, 2);
+  ASSERT_EQ(run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "out") + " --mxfp4-layers moe,qkv -q").exit_code, 0);
+  const RunResult r = run_nibble("inspect " + q(s.path / "out") + " --dequantize " + q(s.path / "deq.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  SafetensorsFile deq(s.path / "deq.safetensors");
+  Checkpoint out(s.path / "out");
+  ASSERT_EQ(deq.tensors().size(), 5u);  // 2 expert tensors + q, k, v
+  const TensorView& d = deq.at("model.layers.0.mlp.experts.down_proj");
+  EXPECT_EQ(d.dtype, DType::F32);
+  EXPECT_EQ(d.shape, (std::vector<int64_t>{2, 64, 96}));
+  std::vector<float> expected(2 * 64 * 96, std::numeric_limits<float>::quiet_NaN());
+  mxfp4_dequantize(out.at("model.layers.0.mlp.experts.down_proj_blocks").data,
+                   out.at("model.layers.0.mlp.experts.down_proj_scales").data, 2 * 64, 96, expected.data(), DType::F32);
+  EXPECT_EQ(0, std::memcmp(d.data, expected.data(), d.nbytes));
+  const RunResult none = run_nibble("inspect " + q(s.path / "in") + " --dequantize " + q(s.path / "x.safetensors"));
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.err.find("no MXFP4 module"), std::string::npos) << none.err;
+}
+
+}  // namespace
+}  // namespace nibble::testing_quant
