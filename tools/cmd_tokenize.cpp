@@ -1,0 +1,102 @@
+// nibble tokenize: text -> ids and pieces with a model directory's tokenizer (or ids -> text).
+//
+//   nibble tokenize -m DIR "Hello world"          # one line per token: id, piece, text
+//   nibble tokenize -m DIR --ids-only "Hello"     # ids on one line
+//   nibble tokenize -m DIR --decode 1 15043 3186  # ids -> text
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include "base/error.h"
+#include "command.h"
+#include "model/model_loader.h"
+#include "tokenizer/tokenizer.h"
+
+namespace nibble {
+namespace {
+
+struct Args {
+  std::string model, text, file;
+  std::vector<int32_t> decode_ids;
+  bool decode = false, no_special = false, ids_only = false, skip_special = false;
+};
+
+// Control characters and the like shown escaped, so a piece is visible on one line.
+std::string visible(std::string_view s) {
+  std::string out;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\r') out += "\\r";
+    else if (u < 0x20 || u == 0x7F) out += fmt::format("\\x{:02x}", u);
+    else out.push_back(c);
+  }
+  return out;
+}
+
+std::unique_ptr<Tokenizer> open_tokenizer(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  if (fs::is_regular_file(path) && (path.extension() == ".json" || path.extension() == ".model"))
+    return Tokenizer::load(path);
+  if (fs::is_directory(path) && (fs::exists(path / "tokenizer.json") || fs::exists(path / "tokenizer.model")))
+    return Tokenizer::load(path);
+  std::string origin;  // a llama2.c checkpoint: its converted directory
+  return Tokenizer::load(resolve_model_directory(path, &origin));
+}
+
+void setup(CLI::App& command) {
+  auto args = std::make_shared<Args>();
+  command.add_option("-m,--model", args->model,
+                     "model directory (tokenizer.json or tokenizer.model), a tokenizer file, or a "
+                     "llama2.c checkpoint")
+      ->required();
+  command.add_option("text", args->text, "text to encode");
+  command.add_option("-f,--file", args->file, "encode the contents of this file instead");
+  command.add_flag("--no-special", args->no_special, "do not add BOS/EOS (add_special_tokens=false)");
+  command.add_flag("--ids-only", args->ids_only, "print only the ids, space separated");
+  command.add_flag("--decode", args->decode, "treat the arguments as ids and print their text");
+  command.add_flag("--skip-special", args->skip_special, "with --decode: drop special tokens");
+  command.add_option("ids", args->decode_ids, "ids for --decode");
+  command.callback([args] {
+    const auto tok = open_tokenizer(args->model);
+    if (args->decode) {
+      std::vector<int32_t> ids = args->decode_ids;
+      if (!args->text.empty()) {  // the first id lands in `text`
+        std::istringstream in(args->text);
+        int32_t id;
+        std::vector<int32_t> first;
+        while (in >> id) first.push_back(id);
+        ids.insert(ids.begin(), first.begin(), first.end());
+      }
+      fmt::print("{}\n", tok->decode(ids, args->skip_special));
+      return;
+    }
+    std::string text = args->text;
+    if (!args->file.empty()) {
+      std::ifstream in(args->file, std::ios::binary);
+      NIBBLE_CHECK(in, "{}: cannot open", args->file);
+      text.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const std::vector<int32_t> ids = tok->encode(text, !args->no_special);
+    if (args->ids_only) {
+      fmt::print("{}\n", fmt::join(ids, " "));
+      return;
+    }
+    fmt::print("# {}\n# {} tokens for {} bytes\n", tok->describe(), ids.size(), text.size());
+    for (const int32_t id : ids) {
+      const int32_t one[1] = {id};
+      fmt::print("{:>8}  {:<24}  {}{}\n", id, visible(tok->id_to_piece(id)), visible(tok->decode(one)),
+                 tok->is_special(id) ? "  (special)" : "");
+    }
+  });
+}
+
+const bool registered =
+    register_command({"tokenize", "Encode text with a model's tokenizer and print ids and pieces", 60, &setup});
+
+}  // namespace
+}  // namespace nibble
