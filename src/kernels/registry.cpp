@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "kernels/cpu/cpu_ref.h"
+#include "kernels/cpu/cpu_simd.h"
 
 namespace nibble {
 
@@ -90,6 +91,7 @@ const KernelRegistry& KernelRegistry::builtin() {
   static const KernelRegistry registry = [] {
     KernelRegistry r;
     // CPU, best first. cpu_ref stays last: it serves everything, slowly, and is the oracle.
+    r.add(DeviceKind::cpu, make_cpu_simd_kernel());
     r.add(DeviceKind::cpu, make_cpu_ref_kernel());
     return r;
   }();
