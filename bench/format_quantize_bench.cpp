@@ -5,12 +5,14 @@
 //   format_quantize_bench [--mib 256] [--k 2880] [--reps 7] [--threads 1,2]
 //
 // GB/s counts the BF16 bytes (input of quantize, output of dequantize); "x copy" is the copy's
-// time over the op's time for the same bytes and threads. Median and sd over the repetitions.
+// time over the op's time for the same bytes and threads. Median and sd over the repetitions,
+// which are interleaved across the ops so that all of them see the same machine load.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,21 +30,29 @@ struct Stats {
   double median_s, sd_s;
 };
 
-template <typename F>
-Stats time_it(int reps, F&& f) {
-  f();  // warm-up (page faults, thread start)
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = Clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-  }
-  std::vector<double> sorted = t;
-  std::sort(sorted.begin(), sorted.end());
+Stats stats_of(std::vector<double> t) {
   double mean = 0, var = 0;
   for (double x : t) mean += x / t.size();
   for (double x : t) var += (x - mean) * (x - mean) / t.size();
-  return {sorted[sorted.size() / 2], std::sqrt(var)};
+  std::sort(t.begin(), t.end());
+  return {t[t.size() / 2], std::sqrt(var)};
+}
+
+// Times every op `reps` times, interleaved (op 1, op 2, ..., op 1, ...), so that the baseline
+// and the ops see the same machine conditions (on a shared machine, load comes and goes).
+std::vector<Stats> time_interleaved(int reps, const std::vector<std::function<void()>>& ops) {
+  for (const auto& op : ops) op();  // warm-up: page faults, thread start
+  std::vector<std::vector<double>> t(ops.size());
+  for (int r = 0; r < reps; ++r) {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const auto start = Clock::now();
+      ops[i]();
+      t[i].push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+  }
+  std::vector<Stats> out;
+  for (auto& v : t) out.push_back(stats_of(v));
+  return out;
 }
 
 }  // namespace
@@ -89,34 +99,37 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|\n");
   for (size_t threads : thread_counts) {
     nibble::ThreadPool pool(threads);
-    const Stats copy_t = time_it(reps, [&] {
-      pool.parallel_for(n, 1 << 16, [&](size_t b, size_t e, size_t) {
-        std::memcpy(copy.data() + b, source.data() + b, (e - b) * 2);
-      });
+    nibble::Mxfp4QuantizeOptions ocp, ceil;
+    ocp.pool = ceil.pool = &pool;
+    ceil.rule = nibble::ScaleRule::ceil;
+    const auto t = time_interleaved(reps, {
+        [&] {
+          pool.parallel_for(n, 1 << 16, [&](size_t b, size_t e, size_t) {
+            std::memcpy(copy.data() + b, source.data() + b, (e - b) * 2);
+          });
+        },
+        [&] {
+          nibble::mxfp4_quantize(source.data(), nibble::DType::BF16, rows, k, blocks.data(),
+                                 scales.data(), ocp);
+        },
+        [&] {
+          nibble::mxfp4_quantize(source.data(), nibble::DType::BF16, rows, k, blocks.data(),
+                                 scales.data(), ceil);
+        },
+        [&] {
+          nibble::mxfp4_dequantize(blocks.data(), scales.data(), rows, k, out.data(),
+                                   nibble::DType::BF16, &pool);
+        },
     });
-    nibble::Mxfp4QuantizeOptions options;
-    options.pool = &pool;
-    const Stats quant_ocp = time_it(reps, [&] {
-      nibble::mxfp4_quantize(source.data(), nibble::DType::BF16, rows, k, blocks.data(),
-                             scales.data(), options);
-    });
-    options.rule = nibble::ScaleRule::ceil;
-    const Stats quant_ceil = time_it(reps, [&] {
-      nibble::mxfp4_quantize(source.data(), nibble::DType::BF16, rows, k, blocks.data(),
-                             scales.data(), options);
-    });
-    const Stats dequant = time_it(reps, [&] {
-      nibble::mxfp4_dequantize(blocks.data(), scales.data(), rows, k, out.data(),
-                               nibble::DType::BF16, &pool);
-    });
+    const Stats& copy_t = t[0];
     const auto row = [&](const char* op, const Stats& s) {
       std::printf("| %s | %zu | %.2f | %.2f | %.2f | %.2f |\n", op, threads, s.median_s * 1e3,
                   s.sd_s * 1e3, bytes / s.median_s / 1e9, copy_t.median_s / s.median_s);
     };
     row("memcpy (baseline)", copy_t);
-    row("quantize BF16->MXFP4, ocp", quant_ocp);
-    row("quantize BF16->MXFP4, ceil", quant_ceil);
-    row("dequantize MXFP4->BF16", dequant);
+    row("quantize BF16->MXFP4, ocp", t[1]);
+    row("quantize BF16->MXFP4, ceil", t[2]);
+    row("dequantize MXFP4->BF16", t[3]);
   }
   // A checksum, so that no pass can be optimised away.
   unsigned sum = 0;

@@ -41,14 +41,15 @@ namespace hn = hwy::HWY_NAMESPACE;
 #if HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128
 
 // Shared exponent from the bits of a finite amax; equals mxfp4_shared_exponent (mxfp4.cpp).
-HWY_INLINE int SharedExponent(uint32_t amax_bits, ScaleRule rule) {
-  const int field = int(amax_bits >> 23);
-  // Zero and F32 subnormals (< 2^-126): both rules clamp to the smallest scale.
-  if (field == 0) return kE8M0MinExponent;
-  int exponent = field - 127 - kE2M1MaxExponent;  // floor(log2(amax)) - 2
-  // amax / 2^exponent = 4 * (1.mantissa) > 6  <=>  mantissa > 0.5
-  if (rule == ScaleRule::ceil && (amax_bits & 0x7fffff) > 0x400000) ++exponent;
-  return std::clamp(exponent, kE8M0MinExponent, kE8M0MaxExponent);
+// Branch-free: on real weights the ceil rule's test is a coin flip, and a mispredicted branch
+// per block cost 40% of the throughput (docs/perf.md).
+HWY_INLINE int SharedExponent(uint32_t amax_bits, bool ceil_rule) {
+  // floor(log2(amax)) - 2 for normal amax. Zero and F32 subnormals (field 0) give -129 (-128
+  // with ceil), which the clamp turns into the smallest scale, as the reference does.
+  int exponent = int(amax_bits >> 23) - 127 - kE2M1MaxExponent;
+  // ceil: amax / 2^exponent = 4 * (1.mantissa) > 6  <=>  mantissa > 0.5
+  exponent += int(ceil_rule & ((amax_bits & 0x7fffff) > 0x400000));
+  return std::min(std::max(exponent, kE8M0MinExponent), kE8M0MaxExponent);
 }
 
 // N source elements widened to F32 (kDType: F32, BF16 or F16, fixed at compile time).
@@ -66,9 +67,9 @@ HWY_INLINE hn::Vec<D> LoadF32(D d, const Source* p) {
   }
 }
 
-// One block of 32 source elements.
-template <DType kDType, class Source>
-HWY_INLINE uint8_t QuantizeBlock(const Source* src, ScaleRule rule, uint8_t* packed) {
+// Encodes and packs one block of 32 source elements, given 2^-e in every lane.
+template <DType kDType, class Source, class V>
+HWY_INLINE void EncodeBlock(const Source* src, V inverse_scale, uint8_t* packed) {
   const hn::ScalableTag<float> d;
   const hn::RebindToSigned<decltype(d)> di;
   const hn::RebindToUnsigned<decltype(d)> du;
@@ -76,21 +77,7 @@ HWY_INLINE uint8_t QuantizeBlock(const Source* src, ScaleRule rule, uint8_t* pac
   const hn::Rebind<uint8_t, decltype(d)> du8;
   constexpr size_t kMaxVectors = kMxfp4BlockSize / 4;  // 128-bit vectors: 8 per block
   const size_t n = hn::Lanes(d), vectors = kMxfp4BlockSize / n;
-
-  hn::Vec<decltype(d)> v[kMaxVectors];
-  auto amax_bits = hn::Zero(di);
   const auto abs_mask = hn::Set(di, 0x7fffffff);
-  for (size_t i = 0; i < vectors; ++i) {
-    v[i] = LoadF32<kDType>(d, src + i * n);
-    amax_bits = hn::Max(amax_bits, hn::And(hn::BitCast(di, v[i]), abs_mask));
-  }
-  const uint32_t amax = uint32_t(hn::GetLane(hn::MaxOfLanes(di, amax_bits)));
-  if (amax >= 0x7f800000u) {  // Inf or NaN
-    std::memset(packed, 0, kMxfp4BlockBytes);
-    return kE8M0NaN;
-  }
-  const int exponent = SharedExponent(amax, rule);
-  const auto inverse_scale = hn::Set(d, e8m0_decode(uint8_t(kE8M0Bias - exponent)));  // 2^-e
   const auto magic = hn::Set(d, 4194304.0f);  // 2^22: adding it rounds to a multiple of 0.5
   const auto magic_bits = hn::Set(di, 0x4a800000);
   const auto two_bits = hn::Set(di, 0x40000000);  // 2.0f
@@ -98,7 +85,7 @@ HWY_INLINE uint8_t QuantizeBlock(const Source* src, ScaleRule rule, uint8_t* pac
   const auto rebias = hn::Set(di, 252), max_code = hn::Set(di, 7);
   hn::Vec<decltype(di)> codes[kMaxVectors];
   for (size_t i = 0; i < vectors; ++i) {
-    const auto y = hn::Mul(v[i], inverse_scale);
+    const auto y = hn::Mul(LoadF32<kDType>(d, src + i * n), inverse_scale);
     const auto bits = hn::BitCast(di, y);
     const auto sign = hn::BitCast(di, hn::ShiftRight<28>(hn::BitCast(du, hn::AndNot(abs_mask, bits))));
     const auto ai = hn::And(bits, abs_mask);
@@ -119,7 +106,72 @@ HWY_INLINE uint8_t QuantizeBlock(const Source* src, ScaleRule rule, uint8_t* pac
     const auto m1 = hn::BitCast(du, hn::Or(p1, hn::ShiftRight<28>(p1)));
     hn::StoreU(hn::TruncateTo(du8, hn::ConcatEven(du, m1, m0)), du8, packed + i * n / 2);
   }
+}
+
+// One block of 32 source elements; returns its scale code (kE8M0NaN for Inf/NaN).
+template <DType kDType, class Source>
+HWY_INLINE uint8_t QuantizeBlock(const Source* src, ScaleRule rule, uint8_t* packed) {
+  const hn::ScalableTag<float> d;
+  const hn::RebindToSigned<decltype(d)> di;
+  const size_t n = hn::Lanes(d), vectors = kMxfp4BlockSize / n;
+  auto amax_bits = hn::Zero(di);
+  const auto abs_mask = hn::Set(di, 0x7fffffff);
+  for (size_t i = 0; i < vectors; ++i)
+    amax_bits = hn::Max(amax_bits, hn::And(hn::BitCast(di, LoadF32<kDType>(d, src + i * n)), abs_mask));
+  const uint32_t amax = uint32_t(hn::GetLane(hn::MaxOfLanes(di, amax_bits)));
+  if (amax >= 0x7f800000u) {  // Inf or NaN
+    std::memset(packed, 0, kMxfp4BlockBytes);
+    return kE8M0NaN;
+  }
+  const int exponent = SharedExponent(amax, rule == ScaleRule::ceil);
+  // 2^-e as F32 bits. NOTES: a finite amax < 2^128 gives e <= 126 (125 with ocp), so 127 - e
+  // is in [1, 254]: always a normal F32, no branch needed for the 2^-127 subnormal.
+  EncodeBlock<kDType>(src, hn::BitCast(d, hn::Set(di, (kE8M0Bias - exponent) << 23)), packed);
   return e8m0_encode_exponent(exponent);
+}
+
+// G = Lanes(d) consecutive blocks at once, so that the per-block work outside the encoding
+// (the horizontal maximum, the shared exponent, the scale byte) runs in vector lanes, one lane
+// per block: each block's N-lane maximum is folded across blocks with ConcatEven/ConcatOdd
+// (log2(N) levels, about three operations per block instead of a full reduction each).
+// Returns false, writing nothing, when a block holds Inf or NaN (the caller then goes block
+// by block).
+template <DType kDType, class Source>
+HWY_INLINE bool QuantizeGroup(const Source* src, bool ceil_rule, uint8_t* packed, uint8_t* scales) {
+  const hn::ScalableTag<float> d;
+  const hn::RebindToSigned<decltype(d)> di;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const hn::Rebind<uint8_t, decltype(d)> du8;
+  const size_t n = hn::Lanes(d), vectors = kMxfp4BlockSize / n;
+  const auto abs_mask = hn::Set(di, 0x7fffffff);
+  hn::Vec<decltype(di)> m[HWY_LANES(float)];
+  for (size_t g = 0; g < n; ++g) {
+    m[g] = hn::Zero(di);
+    for (size_t i = 0; i < vectors; ++i)
+      m[g] = hn::Max(m[g], hn::And(hn::BitCast(di, LoadF32<kDType>(d, src + g * kMxfp4BlockSize + i * n)),
+                                   abs_mask));
+  }
+  // After the level with `width` inputs, m[j] holds blocks 2j and 2j+1 side by side, each
+  // in half as many lanes as before; at the end lane g of m[0] is block g's maximum.
+  for (size_t width = n; width > 1; width /= 2)
+    for (size_t j = 0; j < width / 2; ++j)
+      m[j] = hn::Max(hn::ConcatEven(di, m[2 * j + 1], m[2 * j]), hn::ConcatOdd(di, m[2 * j + 1], m[2 * j]));
+  const auto amax = m[0];
+  if (!hn::AllFalse(di, hn::Lt(hn::Set(di, 0x7f7fffff), amax))) return false;  // Inf or NaN
+  // SharedExponent, lane-wise.
+  auto exponent = hn::Sub(hn::ShiftRight<23>(amax), hn::Set(di, 127 + kE2M1MaxExponent));
+  if (ceil_rule) {
+    const auto clips = hn::Lt(hn::Set(di, 0x400000), hn::And(amax, hn::Set(di, 0x7fffff)));
+    exponent = hn::Sub(exponent, hn::VecFromMask(di, clips));  // mask lanes are -1
+  }
+  exponent = hn::Min(hn::Max(exponent, hn::Set(di, kE8M0MinExponent)), hn::Set(di, kE8M0MaxExponent));
+  const auto codes = hn::BitCast(du, hn::Add(exponent, hn::Set(di, kE8M0Bias)));
+  hn::StoreU(hn::TruncateTo(du8, codes), du8, scales);
+  HWY_ALIGN float inverse[HWY_LANES(float)];
+  hn::Store(hn::BitCast(d, hn::ShiftLeft<23>(hn::Sub(hn::Set(di, kE8M0Bias), exponent))), d, inverse);
+  for (size_t g = 0; g < n; ++g)
+    EncodeBlock<kDType>(src + g * kMxfp4BlockSize, hn::Set(d, inverse[g]), packed + g * kMxfp4BlockBytes);
+  return true;
 }
 
 // Highway 1.0.3 converts F16 with hardware only from AVX2 (F16C) up; its emulation on older
@@ -136,12 +188,31 @@ size_t QuantizeRowsT(const Source* source, size_t row_begin, size_t row_end, siz
                      ScaleRule rule, uint8_t* blocks, uint8_t* scales) {
   const size_t row_blocks = mxfp4_blocks_per_row(k), full = k / kMxfp4BlockSize;
   size_t first_nan = kMxfp4NoBlock;
+  constexpr bool kWidenScalar = kDType == DType::F16 && !kExactF16Vectors;
+  if (k % kMxfp4BlockSize == 0 && !kWidenScalar) {
+    // No padding: the blocks of consecutive rows are contiguous in the source and in both
+    // outputs, so the row range is one run of blocks, taken G at a time.
+    const size_t group = hn::Lanes(hn::ScalableTag<float>());
+    const size_t end = row_end * row_blocks;
+    size_t at = row_begin * row_blocks;
+    const auto one_block = [&](size_t i) {
+      scales[i] = QuantizeBlock<kDType>(source + i * kMxfp4BlockSize, rule, blocks + i * kMxfp4BlockBytes);
+      if (scales[i] == kE8M0NaN && first_nan == kMxfp4NoBlock) first_nan = i;
+    };
+    for (; at + group <= end; at += group) {
+      if (!QuantizeGroup<kDType>(source + at * kMxfp4BlockSize, rule == ScaleRule::ceil,
+                                 blocks + at * kMxfp4BlockBytes, scales + at)) {
+        for (size_t i = at; i < at + group; ++i) one_block(i);
+      }
+    }
+    for (; at < end; ++at) one_block(at);
+    return first_nan;
+  }
   for (size_t r = row_begin; r < row_end; ++r) {
     const Source* row = source + r * k;
     for (size_t b = 0; b < row_blocks; ++b) {
       const size_t at = r * row_blocks + b;
       uint8_t scale;
-      constexpr bool kWidenScalar = kDType == DType::F16 && !kExactF16Vectors;
       if (b < full && !kWidenScalar) {
         scale = QuantizeBlock<kDType>(row + b * kMxfp4BlockSize, rule, blocks + at * kMxfp4BlockBytes);
       } else {  // the padded last block (or scalar widening): a zero-filled F32 buffer
