@@ -186,10 +186,18 @@ int main(int argc, char** argv) {
       long rss_kb;
     };
     std::vector<Row> rows;
+    // Each case starts from the same state: the previous output deleted, the disk synced and
+    // given a moment (deleting gigabytes of fresh files keeps the journal busy otherwise).
+    const auto settle = [] {
+      ::sync();
+      ::sleep(2);
+    };
     for (int r = 0; r < runs; ++r) {
+      settle();
       rows.push_back({"plain copy (read+write+fsync)", copy_directory(in, copy), 0});
       fs::remove_all(copy);
       for (const char* layers : {"all", "moe"}) {
+        settle();
         const RunStats s = run_quantize(nibble, in, out, layers, threads);
         rows.push_back({fmt::format("nibble quantize --mxfp4-layers {}", layers), s.seconds, s.peak_rss_kb});
         fs::remove_all(out);
