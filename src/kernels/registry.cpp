@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/sm80_mxfp4_gemv.h"
 #endif
+#include "kernels/cpu/cpu_simd.h"
 
 namespace nibble {
 
@@ -94,6 +95,7 @@ const KernelRegistry& KernelRegistry::builtin() {
   static const KernelRegistry registry = [] {
     KernelRegistry r;
     // CPU, best first. cpu_ref stays last: it serves everything, slowly, and is the oracle.
+    r.add(DeviceKind::cpu, make_cpu_simd_kernel());
     r.add(DeviceKind::cpu, make_cpu_ref_kernel());
 #if NIBBLE_WITH_CUDA
     // CUDA, best first. sm80_mxfp4_gemv: M = 1..8 (decode) on any sm_80+ GPU.

@@ -234,12 +234,11 @@ void mxfp4_gemv_default_config(const GemvLaunch& l, int* tiles_per_cta, int* war
   // every shape, and the best warp count kept about 1500-2000 warps in the grid (16 warps for
   // N = 2880..4096, 8 for 5120..5760, 2 for the 201088-row lm_head).
   const size_t ctas = std::max<size_t>(l.n_pad / kGemvRowsPerTile / 2, 1);
-  size_t warps_wanted = std::clamp<size_t>(2048 / ctas, 1, kMaxWarps);
+  const size_t warps_wanted = std::clamp<size_t>(2048 / ctas, 2, kMaxWarps);
   size_t pow2 = 1;
   while (pow2 * 2 <= warps_wanted) pow2 *= 2;
   *tiles_per_cta = 2;
-  *warps = int(std::max<size_t>(std::min<size_t>({pow2, l.k_chunks, size_t(kMaxWarps)}),
-                                pow2 >= 2 && l.k_chunks >= 2 ? 2 : 1));
+  *warps = int(std::clamp<size_t>(std::min(pow2, l.k_chunks), 1, kMaxWarps));
 }
 
 int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {

@@ -103,7 +103,7 @@ HfConfig LlamaConfig::to_hf() const {
   hf.head_dim = int64_t(head_dim);
   hf.vocab_size = int64_t(vocab);
   hf.max_position_embeddings = int64_t(max_seq);
-  hf.rms_norm_eps = norm_eps;
+  hf.rms_norm_eps = std::stod(fmt::format("{}", norm_eps));  // 1e-05, not 9.99999974e-06
   hf.rope_theta = rope_theta;
   hf.rope_scaling = rope_scaling;
   hf.tie_word_embeddings = tied_embeddings;

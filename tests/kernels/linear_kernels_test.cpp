@@ -1,0 +1,122 @@
+// Every registered CPU kernel against cpu_ref over the grid (linear_harness.h), every
+// Highway target compiled into cpu_simd on this CPU, and the numeric edges of the format.
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include <limits>
+
+#include "kernels/cpu/cpu_simd.h"
+#include "kernels/linear_harness.h"
+#include "kernels/registry.h"
+
+namespace nibble {
+namespace {
+
+using test::LinearCase;
+
+struct KernelCase {
+  std::string kernel;
+  LinearCase shape;
+};
+
+// Every CPU kernel but the oracle itself (cpu_ref_test.cpp checks cpu_ref independently).
+std::vector<KernelCase> cpu_cases() {
+  std::vector<KernelCase> cases;
+  for (const LinearKernel* kernel : KernelRegistry::builtin().kernels(DeviceKind::cpu)) {
+    if (kernel->name() == "cpu_ref") continue;
+    for (const LinearCase& c : test::standard_linear_cases())
+      cases.push_back({std::string(kernel->name()), c});
+  }
+  return cases;
+}
+
+class CpuKernelVsRef : public ::testing::TestWithParam<KernelCase> {};
+
+TEST_P(CpuKernelVsRef, Matches) {
+  const LinearKernel* kernel = KernelRegistry::builtin().find(GetParam().kernel);
+  ASSERT_NE(kernel, nullptr);
+  test::run_linear_case(*kernel, cpu_device_info(), GetParam().shape);
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, CpuKernelVsRef, ::testing::ValuesIn(cpu_cases()),
+                         [](const auto& info) {
+                           return info.param.kernel + "_" + test::linear_case_name(info.param.shape);
+                         });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CpuKernelVsRef);
+
+// cpu_simd's code differs per target (16-lane permute, 8-lane permute + sign, scalar table;
+// register tiles 12, 6 or 4 rows): run each target this CPU supports, not only the best.
+TEST(CpuSimd, EveryCompiledTargetThisCpuRuns) {
+  const LinearKernel* kernel = KernelRegistry::builtin().find("cpu_simd");
+  ASSERT_NE(kernel, nullptr);
+  const auto targets = hwy::SupportedAndGeneratedTargets();
+  ASSERT_FALSE(targets.empty());
+  for (int64_t target : targets) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(std::string("Highway target ") + hwy::TargetName(target));
+    EXPECT_EQ(cpu_simd_kernel_target(), hwy::TargetName(target));
+    for (size_t n : {1, 7, 100})
+      for (size_t k : {32, 172, 320})
+        for (size_t m : {1, 2, 5, 8, 9, 13, 40}) {
+          const bool bias = (n + m) % 2 == 0;
+          const auto act = m % 3 == 0 ? ActivationFormat::bf16 : ActivationFormat::f32;
+          const auto out = k == 172 ? OutputFormat::bf16 : OutputFormat::f32;
+          test::run_linear_case(*kernel, cpu_device_info(), {n, k, m, bias, act, out});
+          if (HasFatalFailure() || HasFailure()) break;
+        }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+// Scale codes at the ends of the range: 0 (2^-127, a subnormal), 1, 2, and NaN (255) rows.
+TEST(CpuSimd, ScaleExtremesAndNanRowsMatchCpuRef) {
+  const LinearKernel* simd = KernelRegistry::builtin().find("cpu_simd");
+  ASSERT_NE(simd, nullptr);
+  for (size_t m : {1, 3, 12}) {
+    LinearCase c{40, 96, m, true};
+    test::RandomLinear r = test::make_random_linear(c, test::linear_test_seed());
+    const uint8_t codes[] = {0, 1, 2, 120, 127, 134};
+    for (size_t i = 0; i < r.scales.size(); ++i) r.scales[i] = codes[i % 6];
+    r.scales[5 * 3 + 1] = 0xff;  // row 5 is all NaN
+    const auto ref = make_cpu_ref_kernel();
+    const auto ref_w = ref->prepare(r.desc, r.weights(), r.bias.data());
+    const auto simd_w = simd->prepare(r.desc, r.weights(), r.bias.data());
+    std::vector<float> want(m * c.n), got(m * c.n, std::numeric_limits<float>::quiet_NaN());
+    ref->apply(r.desc, *ref_w, {r.act.data(), m, c.activation}, {want.data(), c.output}, nullptr);
+    simd->apply(r.desc, *simd_w, {r.act.data(), m, c.activation}, {got.data(), c.output}, nullptr);
+    // The harness's element bound: 4e-6 * |a_m| * |w_n| (F32 accumulation error).
+    std::vector<float> w(c.n * c.k);
+    for (size_t i = 0; i < r.scales.size(); ++i)
+      if (r.scales[i] == 0xff) r.scales[i] = 127;  // norms of the finite rows only
+    mxfp4_dequantize(r.blocks.data(), r.scales.data(), c.n, c.k, w.data(), DType::F32);
+    for (size_t i = 0; i < want.size(); ++i) {
+      const size_t row = i / c.n, n = i % c.n;
+      if (n == 5) {
+        EXPECT_TRUE(std::isnan(got[i])) << "m=" << row;
+        continue;
+      }
+      double a2 = 0, w2 = 0;
+      for (size_t k = 0; k < c.k; ++k) {
+        a2 += test::activation_at(r, row * c.k + k) * test::activation_at(r, row * c.k + k);
+        w2 += double(w[n * c.k + k]) * w[n * c.k + k];
+      }
+      ASSERT_TRUE(std::isfinite(got[i])) << i;
+      EXPECT_NEAR(got[i], want[i], 4e-6 * std::sqrt(a2 * w2) + 1e-30) << "m=" << row << " n=" << n;
+    }
+  }
+}
+
+TEST(CpuSimd, OneLayoutServesEveryMBucket) {
+  // The registry gives cpu_simd every bucket, and Mxfp4Linear prepares its layout once.
+  LinearCase c{64, 172, 1, true};
+  const test::RandomLinear r = test::make_random_linear(c, 1);
+  LinearDesc desc = r.desc;
+  desc.max_m = 512;
+  Mxfp4Linear linear(desc, r.weights(), r.bias.data(), cpu_device_info(), {});
+  for (const KernelChoice& choice : linear.choices()) EXPECT_EQ(choice.kernel->name(), "cpu_simd");
+  // 64 rows -> 4 panels; 6 blocks of 272 bytes each; plus the bias.
+  EXPECT_EQ(linear.prepared_bytes(), 4u * 6 * 272 + 64 * 4);
+}
+
+}  // namespace
+}  // namespace nibble

@@ -1,0 +1,230 @@
+// The Llama families on synthetic checkpoints written to disk and read back (the device check
+// scripts/device/llama_check.py compares the same checkpoints with transformers): batched
+// prefill equals token-by-token decode for every family switch, the tied-embedding gate on a
+// synthetic tied model, the family switches change the result (they are read, not ignored),
+// and a checkpoint holding MXFP4 blocks (as `nibble quantize` writes them) runs exactly like
+// quantizing at load.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "format/mxfp4.h"
+#include "format/safetensors.h"
+#include "model/llama/synth.h"
+#include "model/model_loader.h"
+
+namespace nibble {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path p = fs::path(NIBBLE_BINARY_DIR) / "test_tmp" /
+                     (name + "-" + std::to_string(std::random_device{}()));
+  fs::remove_all(p);
+  return p;
+}
+
+LlamaConfig small(LlamaFamily family, size_t head_dim, bool tied) {
+  LlamaConfig c;
+  c.family = family;
+  c.hidden = 128;
+  c.ffn = 96;  // K = 96 for down: a multiple of 32
+  c.layers = 2;
+  c.heads = 4;
+  c.kv_heads = 2;
+  c.head_dim = head_dim;
+  c.vocab = 300;
+  c.max_seq = 128;
+  c.norm_eps = 1e-6f;
+  c.tied_embeddings = tied;
+  c.qkv_bias = family == LlamaFamily::qwen2;
+  c.qk_norm = family == LlamaFamily::qwen3;
+  if (family == LlamaFamily::mistral) c.sliding_window = 5;
+  if (family == LlamaFamily::llama && !tied) c.rope_scaling = RopeScalingLlama3{8.0, 1.0, 4.0, 16};
+  return c;
+}
+
+std::vector<int32_t> random_tokens(size_t n, size_t vocab) {
+  std::mt19937 rng(std::random_device{}());
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = int32_t(rng() % vocab);
+  return t;
+}
+
+std::vector<float> logits_of(const LlamaModel& m, const std::vector<int32_t>& tokens) {
+  std::vector<float> out(tokens.size() * m.config().vocab, NAN);
+  KvCache cache = m.make_cache(tokens.size());
+  m.forward(tokens, cache, out.data(), true);
+  return out;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
+    d = std::max(d, double(std::abs(a[i] - b[i])));
+  }
+  return d;
+}
+
+struct Case {
+  LlamaFamily family;
+  size_t head_dim;
+  bool tied;
+};
+
+class Families : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Families, WrittenReadBackPrefillEqualsDecode) {
+  const Case p = GetParam();
+  const LlamaConfig c = small(p.family, p.head_dim, p.tied);
+  const auto tensors = synth_llama_tensors(c, std::random_device{}(), DType::BF16);
+  const fs::path dir = fresh_dir(std::string("synth-") + llama_family_name(p.family));
+  write_hf_model(dir, c, *tensors, DType::BF16);
+  for (const char* layers : {"none", "all"}) {
+    SCOPED_TRACE(layers);
+    ModelLoadOptions o;
+    o.mxfp4_layers = layers;
+    o.max_batch_tokens = 7;  // the prompt runs in chunks: exercises the chunking too
+    const LoadedModel m = load_model(dir, o);
+    EXPECT_EQ(m.model->config().family, p.family);
+    const std::vector<int32_t> tokens = random_tokens(19, c.vocab);
+    const std::vector<float> all = logits_of(*m.model, tokens);
+    KvCache cache = m.model->make_cache(tokens.size());
+    std::vector<float> one(c.vocab, NAN), stepped;
+    for (int32_t t : tokens) {
+      m.model->forward(std::span<const int32_t>(&t, 1), cache, one.data());
+      stepped.insert(stepped.end(), one.begin(), one.end());
+    }
+    EXPECT_LT(max_abs_diff(all, stepped), 1e-4);
+    for (const LinearPlanEntry& e : m.model->plan()) {
+      const bool expect_mx = std::string(layers) == "all" && !(p.tied && e.role == LinearRole::lm_head);
+      EXPECT_EQ(e.mxfp4, expect_mx) << e.name << ": " << e.reason;
+    }
+  }
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Synthetic, Families,
+    ::testing::Values(Case{LlamaFamily::llama, 64, false}, Case{LlamaFamily::llama, 128, true},
+                      Case{LlamaFamily::mistral, 64, false}, Case{LlamaFamily::qwen2, 64, false},
+                      Case{LlamaFamily::qwen2, 128, true}, Case{LlamaFamily::qwen3, 128, false},
+                      Case{LlamaFamily::qwen3, 64, true}),
+    [](const auto& info) {
+      return std::string(llama_family_name(info.param.family)) + "_hd" +
+             std::to_string(info.param.head_dim) + (info.param.tied ? "_tied" : "_untied");
+    });
+
+// Each switch is read: turning it off (or zeroing what it reads) changes the logits.
+TEST(FamilySwitches, EachSwitchChangesTheResult) {
+  const std::vector<int32_t> tokens = random_tokens(12, 300);
+  ModelLoadOptions fp;
+  fp.mxfp4_layers = "none";
+  for (LlamaFamily f : {LlamaFamily::llama, LlamaFamily::mistral, LlamaFamily::qwen2, LlamaFamily::qwen3}) {
+    SCOPED_TRACE(llama_family_name(f));
+    const LlamaConfig c = small(f, 64, false);
+    const auto t = synth_llama_tensors(c, std::random_device{}(), DType::F32);
+    LlamaConfig off = c;
+    if (f == LlamaFamily::llama) off.rope_scaling.reset();
+    if (f == LlamaFamily::mistral) off.sliding_window.reset();
+    if (f == LlamaFamily::qwen3) off.qk_norm = false;
+    if (f == LlamaFamily::qwen2) {
+      for (size_t l = 0; l < c.layers; ++l) {
+        TensorView* b = t->find_mutable(fmt::format("model.layers.{}.self_attn.q_proj.bias", l));
+        ASSERT_NE(b, nullptr);
+      }
+    }
+    const auto a = logits_of(*LlamaModel::build(c, *t, fp), tokens);
+    std::vector<float> b;
+    if (f == LlamaFamily::qwen2) {
+      for (size_t l = 0; l < c.layers; ++l) {
+        TensorView* bias = t->find_mutable(fmt::format("model.layers.{}.self_attn.k_proj.bias", l));
+        std::memset(const_cast<uint8_t*>(bias->data), 0, bias->nbytes);
+      }
+      b = logits_of(*LlamaModel::build(c, *t, fp), tokens);
+    } else {
+      b = logits_of(*LlamaModel::build(off, *t, fp), tokens);
+    }
+    EXPECT_GT(max_abs_diff(a, b), 1e-3);
+  }
+}
+
+TEST(Sharded, ShardedCheckpointLoadsLikeOneFile) {
+  const LlamaConfig c = small(LlamaFamily::qwen3, 64, false);
+  const auto t = synth_llama_tensors(c, std::random_device{}(), DType::BF16);
+  const fs::path one = fresh_dir("one"), sharded = fresh_dir("sharded");
+  write_hf_model(one, c, *t, DType::BF16);
+  fs::create_directories(sharded);
+  fs::copy_file(one / "config.json", sharded / "config.json");
+  std::vector<TensorSpec> specs;
+  for (const TensorView* v : t->tensors())
+    specs.push_back({v->name, v->dtype, v->shape,
+                     [v](uint8_t* dst, size_t n) { std::memcpy(dst, v->data, n); }});
+  write_checkpoint(sharded, specs, {}, /*max_shard_bytes=*/64 * 1024);
+  ASSERT_TRUE(fs::exists(sharded / "model.safetensors.index.json"));
+  ASSERT_FALSE(fs::exists(sharded / "model.safetensors"));
+  ModelLoadOptions o;
+  const auto a = load_model(one, o), b = load_model(sharded, o);
+  const std::vector<int32_t> tokens = random_tokens(9, c.vocab);
+  EXPECT_EQ(max_abs_diff(logits_of(*a.model, tokens), logits_of(*b.model, tokens)), 0.0);
+  fs::remove_all(one);
+  fs::remove_all(sharded);
+}
+
+TEST(TiedGate, SyntheticTiedModelKeepsClassifierWithReason) {
+  const LlamaConfig c = small(LlamaFamily::qwen2, 64, true);
+  const auto t = synth_llama_tensors(c, std::random_device{}(), DType::BF16);
+  ModelLoadOptions o;
+  o.mxfp4_layers = "qkv,o,mlp,lm_head";
+  const auto m = LlamaModel::build(c, *t, o);
+  const LinearPlanEntry& head = m->plan().back();
+  ASSERT_EQ(head.role, LinearRole::lm_head);
+  EXPECT_FALSE(head.mxfp4);
+  EXPECT_NE(head.reason.find("MXFP4 refused"), std::string::npos) << head.reason;
+  EXPECT_NE(summarize_plan(m->plan()).find("tied to the embedding"), std::string::npos);
+  // Untied: lm_head is quantized when asked.
+  const LlamaConfig u = small(LlamaFamily::qwen2, 64, false);
+  const auto tu = synth_llama_tensors(u, 7, DType::BF16);
+  EXPECT_TRUE(LlamaModel::build(u, *tu, o)->plan().back().mxfp4);
+}
+
+TEST(Prequantized, CheckpointBlocksRunLikeQuantizingAtLoad) {
+  const LlamaConfig c = small(LlamaFamily::llama, 64, false);
+  const auto t = synth_llama_tensors(c, std::random_device{}(), DType::BF16);
+  // The same tensors with every q/k/v/o/mlp weight as P_blocks / P_scales (gpt-oss layout).
+  MemoryTensors q("prequantized");
+  size_t converted = 0;
+  for (const TensorView* v : t->tensors()) {
+    const bool linear = v->shape.size() == 2 && v->name.find("layers.") != std::string::npos;
+    if (!linear) {
+      q.add(v->name, v->dtype, v->shape, v->data);
+      continue;
+    }
+    const size_t n = size_t(v->shape[0]), k = size_t(v->shape[1]), bpr = mxfp4_blocks_per_row(k);
+    TensorView& blocks = q.add(v->name + "_blocks", DType::U8, {int64_t(n), int64_t(bpr), 16});
+    TensorView& scales = q.add(v->name + "_scales", DType::U8, {int64_t(n), int64_t(bpr)});
+    mxfp4_quantize(v->data, v->dtype, n, k, const_cast<uint8_t*>(blocks.data),
+                   const_cast<uint8_t*>(scales.data));
+    ++converted;
+  }
+  EXPECT_EQ(converted, c.layers * 7);
+  ModelLoadOptions o;
+  o.mxfp4_layers = "qkv,o,mlp";
+  const auto at_load = LlamaModel::build(c, *t, o);
+  ModelLoadOptions none;
+  none.mxfp4_layers = "none";  // prequantized layers stay MXFP4 whatever is asked
+  const auto pre = LlamaModel::build(c, q, none);
+  size_t pre_mx = 0;
+  for (const LinearPlanEntry& e : pre->plan()) pre_mx += e.prequantized;
+  EXPECT_EQ(pre_mx, c.layers * 7);
+  const std::vector<int32_t> tokens = random_tokens(10, c.vocab);
+  EXPECT_EQ(max_abs_diff(logits_of(*at_load, tokens), logits_of(*pre, tokens)), 0.0);
+}
+
+}  // namespace
+}  // namespace nibble
