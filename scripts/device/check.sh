@@ -57,7 +57,7 @@ build_plain() {
   local cxx="g++ -std=c++20 -O3 -pthread $defs $inc"
   local nvcc="nvcc -std=c++20 -O3 $gencode $defs $inc -Xptxas -v"
   local lib_sources=("$ROOT"/src/base/*.cpp "$ROOT"/src/format/dtype.cpp
-                     "$ROOT"/src/format/float16.cpp "$ROOT"/src/format/mxfp4.cpp
+                     "$ROOT"/src/format/float16.cpp "$ROOT"/src/format/mxfp4*.cpp "$ROOT"/src/format/fp8.cpp
                      "$ROOT"/src/kernels/*.cpp "$ROOT"/src/kernels/cpu/*.cpp
                      "$ROOT"/src/kernels/cuda/*.cpp)
   local objs=() pids=() s o
