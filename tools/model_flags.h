@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "base/thread_pool.h"
+#include "kernel_options.h"
 #include "kernels/registry.h"
 #include "model/linear_plan.h"
 
@@ -22,8 +23,7 @@ struct ModelFlags {
   std::string mxfp4_layers = "qkv,o,mlp";
   std::vector<std::string> include, exclude;
   std::string scale_rule = "ocp";
-  std::string mxfp4_kernel;
-  bool log_kernels = false;
+  KernelOptions kernels;  // --mxfp4-kernel, --log-kernels
   std::string device = "cpu";
   size_t threads = 0;
 
@@ -40,10 +40,7 @@ struct ModelFlags {
     command.add_option("--exclude", exclude, "never quantize modules matching these globs");
     command.add_option("--scale-rule", scale_rule, "E8M0 scale rule when quantizing at load: ocp or ceil")
         ->capture_default_str();
-    command.add_option("--mxfp4-kernel", mxfp4_kernel,
-                       "force a kernel: NAME or dense=NAME,moe=NAME (default: the registry "
-                       "chooses; env NIBBLE_MXFP4_KERNEL)");
-    command.add_flag("--log-kernels", log_kernels, "print the kernel chosen for every MXFP4 layer");
+    kernels.add_to(command);
     command.add_option("--device", device, "cpu or cuda")->capture_default_str();
     command.add_option("-t,--threads", threads, "CPU threads (default: NIBBLE_THREADS or all)");
   }
@@ -57,16 +54,13 @@ struct ModelFlags {
       std::fprintf(stderr,
                    "nibble: --device cuda: the Llama-family model has no GPU path yet (its CUDA "
                    "forward is a later step of issue 10); running on the CPU\n");
-    if (log_kernels)
-      set_kernel_log([](std::string_view line) {
-        std::fprintf(stderr, "kernel: %.*s\n", int(line.size()), line.data());
-      });
+    kernels.activate();
     ModelLoadOptions o;
     o.mxfp4_layers = mxfp4_layers;
     o.include = include;
     o.exclude = exclude;
     o.scale_rule = scale_rule_from_name(scale_rule);
-    o.kernels = KernelOverrides::from_flag_or_env(mxfp4_kernel);
+    o.kernels = kernels.overrides();
     o.device = cpu_device_info();
     return o;
   }

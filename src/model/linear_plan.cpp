@@ -43,6 +43,18 @@ LayerSelection::LayerSelection(const TensorSource& tensors, bool tied_embeddings
   sel.include = options.include;
   sel.exclude = options.exclude;
   plan_ = plan_layers(*info_, sel);
+  // The K % 32 gate's warnings do not apply at load (those layers are padded, see decide()).
+  for (const std::string& w : plan_.warnings) {
+    bool padded = false;
+    for (const GateRecord& g : plan_.gates)
+      padded |= g.gate == "k_not_multiple_of_32" && w.rfind(g.module + ": kept BF16", 0) == 0;
+    if (!padded) warnings_.push_back(w);
+  }
+  // A tied classifier has no tensor of its own, so the plan above never saw it.
+  if (tokens_.lm_head && tied_embeddings && !info_->find("lm_head"))
+    warnings_.push_back(
+        "lm_head: kept in full precision: it is tied to the embedding table (quantizing it would "
+        "quantize the embedding too)");
 }
 
 LayerSelection::~LayerSelection() = default;
@@ -204,7 +216,14 @@ std::string summarize_plan(const std::vector<LinearPlanEntry>& plan) {
         if (std::find(padded.begin(), padded.end(), note) == padded.end()) padded.push_back(note);
       }
     } else {
-      auto& [roles, count] = fp_by_reason[e.reason];
+      // "not selected (kind 'mlp', tokens: qkv)" -> "not selected (tokens: qkv)": one group.
+      std::string reason = e.reason;
+      if (reason.rfind("not selected (kind '", 0) == 0) {
+        const size_t tokens = reason.find("tokens: ");
+        if (tokens != std::string::npos)
+          reason = "not selected (--mxfp4-layers " + reason.substr(tokens + 8);
+      }
+      auto& [roles, count] = fp_by_reason[reason];
       if (std::find(roles.begin(), roles.end(), role) == roles.end()) roles.push_back(role);
       ++count;
     }
@@ -215,7 +234,8 @@ std::string summarize_plan(const std::vector<LinearPlanEntry>& plan) {
   for (const auto& [kernel, roles] : mx_by_kernel) {
     if (!first) out += "; ";
     first = false;
-    out += fmt::format("{} layers ({}) on {}", mx_count[kernel], fmt::join(roles, ","), kernel);
+    out += fmt::format("{} layer{} ({}) on {}", mx_count[kernel], mx_count[kernel] == 1 ? "" : "s",
+                       fmt::join(roles, ","), kernel);
   }
   if (!padded.empty()) out += fmt::format(", zero-padded last block: {}", fmt::join(padded, ", "));
   out += " | full precision: ";
@@ -224,7 +244,8 @@ std::string summarize_plan(const std::vector<LinearPlanEntry>& plan) {
   for (const auto& [reason, entry] : fp_by_reason) {
     if (!first) out += "; ";
     first = false;
-    out += fmt::format("{} layers ({}): {}", entry.second, fmt::join(entry.first, ","), reason);
+    out += fmt::format("{} layer{} ({}): {}", entry.second, entry.second == 1 ? "" : "s",
+                       fmt::join(entry.first, ","), reason);
   }
   return out;
 }

@@ -58,7 +58,7 @@ class LayerSelection {
   };
   Decision decide(const std::string& module_name) const;
   // Gates that fired and globs that matched nothing.
-  const std::vector<std::string>& warnings() const { return plan_.warnings; }
+  const std::vector<std::string>& warnings() const { return warnings_; }
   bool lm_head_asked() const { return tokens_.lm_head; }
   std::string tokens() const { return tokens_.to_string(); }
 
@@ -66,6 +66,7 @@ class LayerSelection {
   std::unique_ptr<ModelInfo> info_;
   LayerTokens tokens_;
   LayerPlan plan_;
+  std::vector<std::string> warnings_;
 };
 
 // Builds the linear layer `name` (tensor `name.weight`, optional `name.bias`), [n, k], as

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "format/mxfp4.h"
+#include "format/safetensors.h"
 #include "model/llama/synth.h"
 #include "model/model_loader.h"
 
@@ -151,6 +152,28 @@ TEST(FamilySwitches, EachSwitchChangesTheResult) {
     }
     EXPECT_GT(max_abs_diff(a, b), 1e-3);
   }
+}
+
+TEST(Sharded, ShardedCheckpointLoadsLikeOneFile) {
+  const LlamaConfig c = small(LlamaFamily::qwen3, 64, false);
+  const auto t = synth_llama_tensors(c, std::random_device{}(), DType::BF16);
+  const fs::path one = fresh_dir("one"), sharded = fresh_dir("sharded");
+  write_hf_model(one, c, *t, DType::BF16);
+  fs::create_directories(sharded);
+  fs::copy_file(one / "config.json", sharded / "config.json");
+  std::vector<TensorSpec> specs;
+  for (const TensorView* v : t->tensors())
+    specs.push_back({v->name, v->dtype, v->shape,
+                     [v](uint8_t* dst, size_t n) { std::memcpy(dst, v->data, n); }});
+  write_checkpoint(sharded, specs, {}, /*max_shard_bytes=*/64 * 1024);
+  ASSERT_TRUE(fs::exists(sharded / "model.safetensors.index.json"));
+  ASSERT_FALSE(fs::exists(sharded / "model.safetensors"));
+  ModelLoadOptions o;
+  const auto a = load_model(one, o), b = load_model(sharded, o);
+  const std::vector<int32_t> tokens = random_tokens(9, c.vocab);
+  EXPECT_EQ(max_abs_diff(logits_of(*a.model, tokens), logits_of(*b.model, tokens)), 0.0);
+  fs::remove_all(one);
+  fs::remove_all(sharded);
 }
 
 TEST(TiedGate, SyntheticTiedModelKeepsClassifierWithReason) {

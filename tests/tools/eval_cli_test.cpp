@@ -1,0 +1,130 @@
+// nibble eval, convert and synth from the command line: eval's report on the shipped
+// validation text (the figures docs/quality.md quotes, within the same bounds as
+// tests/model/eval_test.cpp), convert's output directory, synth's checkpoint, and their errors.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
+#include <sstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct Result {
+  int status = -1;
+  std::string out, err;
+};
+
+fs::path scratch(const std::string& name) {
+  const fs::path p = fs::path(NIBBLE_BINARY_DIR) / "test_tmp" /
+                     (name + "-" + std::to_string(std::random_device{}()));
+  fs::remove_all(p);
+  return p;
+}
+
+Result nibble(const std::string& args, const fs::path& cache) {
+  const fs::path out = scratch("eval.out"), err = scratch("eval.err");
+  fs::create_directories(out.parent_path());
+  const std::string cmd = "cd '" NIBBLE_SOURCE_DIR "' && NIBBLE_CACHE_DIR='" + cache.string() +
+                          "' '" NIBBLE_BIN "' " + args + " >'" + out.string() + "' 2>'" +
+                          err.string() + "'";
+  Result r;
+  r.status = std::system(cmd.c_str());
+  r.out = read_text(out);
+  r.err = read_text(err);
+  fs::remove(out);
+  fs::remove(err);
+  return r;
+}
+
+double number_after(const std::string& text, const std::string& label) {
+  const std::regex re(label + R"( ([0-9.]+))");
+  std::smatch m;
+  if (!std::regex_search(text, m, re)) return NAN;
+  return std::stod(m[1]);
+}
+
+TEST(EvalCli, ReferenceReportOnValidationText) {
+  const fs::path cache = scratch("cache");
+  const Result r = nibble(
+      "eval -m models/stories260K --data models/stories260K/validation.txt --reference "
+      "--mxfp4-layers all",
+      cache);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const double ppl = number_after(r.out, "perplexity:");
+  const double fp = number_after(r.out, "full precision");
+  const double mean = number_after(r.out, "mean"), p99 = number_after(r.out, "p99");
+  const double top1 = number_after(r.out, "top-1 agreement:");
+  EXPECT_GT(ppl, fp) << r.out;
+  EXPECT_LT(ppl / fp, 1.30) << r.out;
+  EXPECT_GT(mean, 0.0) << r.out;
+  EXPECT_LT(mean, 0.30) << r.out;
+  EXPECT_LT(p99, 2.0) << r.out;
+  EXPECT_GT(top1, 68.0) << r.out;
+  EXPECT_NE(r.out.find("median"), std::string::npos);
+  EXPECT_NE(r.out.find("2098 predictions"), std::string::npos) << r.out;
+
+  const Result plain = nibble(
+      "eval -m models/stories260K --data models/stories260K/validation.txt --mxfp4-layers none",
+      cache);
+  ASSERT_EQ(plain.status, 0) << plain.err;
+  EXPECT_NEAR(number_after(plain.out, "perplexity:"), fp, 1e-3) << plain.out;
+  EXPECT_EQ(plain.out.find("KLD"), std::string::npos);
+
+  const Result missing = nibble("eval -m models/stories260K --data nope.txt", cache);
+  EXPECT_NE(missing.status, 0);
+  EXPECT_NE(missing.err.find("nope.txt"), std::string::npos) << missing.err;
+  fs::remove_all(cache);
+}
+
+TEST(ConvertCli, WritesAHuggingFaceDirectory) {
+  const fs::path out = scratch("converted"), cache = scratch("cache");
+  const Result r = nibble("convert models/stories260K -o '" + out.string() + "'", cache);
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                        "generation_config.json"})
+    EXPECT_TRUE(fs::exists(out / f)) << f;
+  // The converted directory runs directly, with the same text as the llama2.c directory.
+  const Result a = nibble("run -m '" + out.string() + "' -p \"Once upon a time\" -n 40", cache);
+  const Result b = nibble("run -m models/stories260K -p \"Once upon a time\" -n 40", cache);
+  ASSERT_EQ(a.status, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  const Result bad = nibble("convert README.md -o '" + out.string() + "x'", cache);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("README.md"), std::string::npos) << bad.err;
+  fs::remove_all(out);
+  fs::remove_all(cache);
+}
+
+TEST(SynthCli, WritesEachFamilyAndRefusesUnknownOnes) {
+  const fs::path cache = scratch("cache");
+  for (const char* arch : {"llama", "mistral", "qwen2", "qwen3"}) {
+    const fs::path out = scratch(std::string("synth-") + arch);
+    const Result r = nibble(std::string("synth --arch ") + arch +
+                                " --hidden 128 --heads 2 --kv-heads 1 --head-dim 64 --ffn 64 "
+                                "--vocab 100 --check 8 -o '" + out.string() + "'",
+                            cache);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_TRUE(fs::exists(out / "model.safetensors"));
+    EXPECT_TRUE(fs::exists(out / "nibble_logits_mxfp4.f32"));
+    EXPECT_TRUE(fs::exists(out / "mxfp4_dequant" / "model.safetensors"));
+    EXPECT_NE(read_text(out / "config.json").find(arch), std::string::npos);
+    fs::remove_all(out);
+  }
+  const Result bad = nibble("synth --arch gpt2 -o '" + scratch("x").string() + "'", cache);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("gpt2"), std::string::npos) << bad.err;
+}
+
+}  // namespace
