@@ -8,7 +8,8 @@
 //
 // Encoding rounds to nearest, ties to even code (e.g. 0.25 -> 0, 0.75 -> 1.0, 5.0 -> 4.0),
 // saturates to +-6 (Inf too), and keeps the sign of zero (-0.0 -> code 8). NaN has no code:
-// the block codec (mxfp4.h) marks the whole block NaN through its scale instead.
+// the block codec (mxfp4.h) marks the whole block NaN through its scale instead. ml_dtypes'
+// float4_e2m1fn rounds and saturates the same way, Inf included (tests/format/golden_test.cpp).
 #pragma once
 
 #include <cmath>

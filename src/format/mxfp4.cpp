@@ -10,6 +10,7 @@
 #include "format/e2m1.h"
 #include "format/e8m0.h"
 #include "format/float16.h"
+#include "format/mxfp4_rows.h"
 
 namespace nibble {
 
@@ -80,54 +81,76 @@ void load_as_f32(const void* source, DType dtype, size_t offset, size_t n, float
 
 }  // namespace
 
-void mxfp4_quantize(const void* source, DType source_dtype, size_t rows, size_t k,
-                    uint8_t* blocks, uint8_t* scales, const Mxfp4QuantizeOptions& options) {
-  NIBBLE_CHECK(source_dtype == DType::F32 || source_dtype == DType::BF16 || source_dtype == DType::F16,
-               "tensor '{}': MXFP4 quantization takes F32, BF16 or F16 input, not {}",
-               options.tensor_name, dtype_name(source_dtype));
-  if (rows == 0 || k == 0) return;
-  const size_t row_blocks = mxfp4_blocks_per_row(k);
-  ThreadPool& pool = options.pool ? *options.pool : ThreadPool::global();
-  pool.parallel_for(rows, 1, [&](size_t begin, size_t end, size_t) {
-    std::vector<float> row(k);
-    for (size_t r = begin; r < end; ++r) {
-      load_as_f32(source, source_dtype, r * k, k, row.data());
-      for (size_t b = 0; b < row_blocks; ++b) {
-        const size_t first = b * kMxfp4BlockSize, count = std::min(kMxfp4BlockSize, k - first);
-        const uint8_t scale = mxfp4_quantize_block(row.data() + first, count, options.rule,
-                                                   blocks + (r * row_blocks + b) * kMxfp4BlockBytes);
-        NIBBLE_CHECK(!(options.strict && scale == kE8M0NaN),
-                     "tensor '{}': row {}, block {} (columns {}..{}) holds Inf or NaN",
-                     options.tensor_name, r, b, first, first + count - 1);
-        scales[r * row_blocks + b] = scale;
-      }
-    }
-  });
+void mxfp4_check_source_dtype(DType dtype, const std::string& tensor_name) {
+  NIBBLE_CHECK(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16,
+               "tensor '{}': MXFP4 quantization takes F32, BF16 or F16 input, not {}", tensor_name,
+               dtype_name(dtype));
 }
 
-void mxfp4_dequantize(const uint8_t* blocks, const uint8_t* scales, size_t rows, size_t k,
-                      void* out, DType out_dtype, ThreadPool* pool) {
-  NIBBLE_CHECK(out_dtype == DType::F32 || out_dtype == DType::BF16,
-               "MXFP4 dequantization writes F32 or BF16, not {}", dtype_name(out_dtype));
-  if (rows == 0 || k == 0) return;
+void mxfp4_check_out_dtype(DType dtype) {
+  NIBBLE_CHECK(dtype == DType::F32 || dtype == DType::BF16,
+               "MXFP4 dequantization writes F32 or BF16, not {}", dtype_name(dtype));
+}
+
+void mxfp4_throw_non_finite(const std::string& tensor_name, size_t row, size_t block, size_t k) {
+  const size_t first = block * kMxfp4BlockSize, last = std::min(k, first + kMxfp4BlockSize) - 1;
+  NIBBLE_THROW("tensor '{}': row {}, block {} (columns {}..{}) holds Inf or NaN", tensor_name, row,
+               block, first, last);
+}
+
+size_t mxfp4_quantize_rows_scalar(const void* source, DType dtype, size_t row_begin, size_t row_end,
+                                  size_t k, ScaleRule rule, uint8_t* blocks, uint8_t* scales) {
   const size_t row_blocks = mxfp4_blocks_per_row(k);
-  ThreadPool& threads = pool ? *pool : ThreadPool::global();
-  threads.parallel_for(rows, 1, [&](size_t begin, size_t end, size_t) {
-    float block[kMxfp4BlockSize];
-    for (size_t r = begin; r < end; ++r) {
-      for (size_t b = 0; b < row_blocks; ++b) {
-        mxfp4_dequantize_block(blocks + (r * row_blocks + b) * kMxfp4BlockBytes,
-                               scales[r * row_blocks + b], block);
-        const size_t first = b * kMxfp4BlockSize, count = std::min(kMxfp4BlockSize, k - first);
-        if (out_dtype == DType::F32) {
-          std::copy_n(block, count, static_cast<float*>(out) + r * k + first);
-        } else {
-          uint16_t* dst = static_cast<uint16_t*>(out) + r * k + first;
-          for (size_t i = 0; i < count; ++i) dst[i] = f32_to_bf16(block[i]);
-        }
+  size_t first_nan = kMxfp4NoBlock;
+  std::vector<float> row(k);
+  for (size_t r = row_begin; r < row_end; ++r) {
+    load_as_f32(source, dtype, r * k, k, row.data());
+    for (size_t b = 0; b < row_blocks; ++b) {
+      const size_t first = b * kMxfp4BlockSize, count = std::min(kMxfp4BlockSize, k - first);
+      const size_t at = r * row_blocks + b;
+      scales[at] = mxfp4_quantize_block(row.data() + first, count, rule, blocks + at * kMxfp4BlockBytes);
+      if (scales[at] == kE8M0NaN && first_nan == kMxfp4NoBlock) first_nan = at;
+    }
+  }
+  return first_nan;
+}
+
+void mxfp4_dequantize_rows_scalar(const uint8_t* blocks, const uint8_t* scales, size_t row_begin,
+                                  size_t row_end, size_t k, void* out, DType out_dtype) {
+  const size_t row_blocks = mxfp4_blocks_per_row(k);
+  float block[kMxfp4BlockSize];
+  for (size_t r = row_begin; r < row_end; ++r) {
+    for (size_t b = 0; b < row_blocks; ++b) {
+      mxfp4_dequantize_block(blocks + (r * row_blocks + b) * kMxfp4BlockBytes,
+                             scales[r * row_blocks + b], block);
+      const size_t first = b * kMxfp4BlockSize, count = std::min(kMxfp4BlockSize, k - first);
+      if (out_dtype == DType::F32) {
+        std::copy_n(block, count, static_cast<float*>(out) + r * k + first);
+      } else {
+        uint16_t* dst = static_cast<uint16_t*>(out) + r * k + first;
+        for (size_t i = 0; i < count; ++i) dst[i] = f32_to_bf16(block[i]);
       }
     }
-  });
+  }
+}
+
+void mxfp4_quantize_scalar(const void* source, DType source_dtype, size_t rows, size_t k,
+                           uint8_t* blocks, uint8_t* scales, const Mxfp4QuantizeOptions& options) {
+  mxfp4_check_source_dtype(source_dtype, options.tensor_name);
+  if (rows == 0 || k == 0) return;
+  const size_t at = mxfp4_quantize_rows_scalar(source, source_dtype, 0, rows, k, options.rule,
+                                               blocks, scales);
+  if (options.strict && at != kMxfp4NoBlock) {
+    const size_t row_blocks = mxfp4_blocks_per_row(k);
+    mxfp4_throw_non_finite(options.tensor_name, at / row_blocks, at % row_blocks, k);
+  }
+}
+
+void mxfp4_dequantize_scalar(const uint8_t* blocks, const uint8_t* scales, size_t rows, size_t k,
+                             void* out, DType out_dtype) {
+  mxfp4_check_out_dtype(out_dtype);
+  if (rows == 0 || k == 0) return;
+  mxfp4_dequantize_rows_scalar(blocks, scales, 0, rows, k, out, out_dtype);
 }
 
 QuantError quant_error(const float* reference, const float* approx, size_t n) {

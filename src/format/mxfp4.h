@@ -75,12 +75,26 @@ struct Mxfp4QuantizeOptions {
 
 // Quantizes a row-major [rows, k] matrix of F32, BF16 or F16 into the packed layout above.
 // `blocks` holds rows * blocks_per_row(k) * 16 bytes, `scales` rows * blocks_per_row(k).
+// Vectorised (Highway, the best target this CPU runs: mxfp4_simd_target()) and split over
+// rows on the pool; bit-exact with mxfp4_quantize_scalar. With `strict`, the error names the
+// first non-finite block in row-major order (after the whole tensor was processed).
 void mxfp4_quantize(const void* source, DType source_dtype, size_t rows, size_t k,
                     uint8_t* blocks, uint8_t* scales, const Mxfp4QuantizeOptions& options = {});
 
-// Dequantizes into a row-major [rows, k] matrix of F32 or BF16 (padding dropped).
+// Dequantizes into a row-major [rows, k] matrix of F32 or BF16 (padding dropped). Vectorised
+// and multi-threaded like mxfp4_quantize; bit-exact with mxfp4_dequantize_scalar.
 void mxfp4_dequantize(const uint8_t* blocks, const uint8_t* scales, size_t rows, size_t k,
                       void* out, DType out_dtype, ThreadPool* pool = nullptr);
+
+// The readable reference: one thread, block by block through mxfp4_quantize_block /
+// mxfp4_dequantize_block (options.pool is ignored). The oracle of the vectorised path.
+void mxfp4_quantize_scalar(const void* source, DType source_dtype, size_t rows, size_t k,
+                           uint8_t* blocks, uint8_t* scales, const Mxfp4QuantizeOptions& options = {});
+void mxfp4_dequantize_scalar(const uint8_t* blocks, const uint8_t* scales, size_t rows, size_t k,
+                             void* out, DType out_dtype);
+
+// The Highway target the tensor codec dispatches to on this CPU ("AVX3", "AVX2", ...).
+std::string mxfp4_simd_target();
 
 // Quantization error of `approx` against `reference` (n values):
 //   nmse = sum((a - r)^2) / sum(r^2), sqnr_db = -10 log10(nmse), max_abs = max |a - r|.

@@ -44,7 +44,28 @@ std::unique_ptr<Tokenizer> Tokenizer::load_files(const fs::path& tokenizer_json,
   return tokenizer::make_hf_tokenizer(tok, config, generation, tokenizer_json.string());
 }
 
+namespace {
+// A template shipped as its own file (newer Hugging Face layout) when the config carries none.
+void attach_template_file(Tokenizer& tok, const fs::path& dir, std::string& chat_template) {
+  const fs::path file = dir / "chat_template.jinja";
+  if (!chat_template.empty() || !fs::exists(file)) return;
+  std::ifstream in(file, std::ios::binary);
+  NIBBLE_CHECK(in, "{}: cannot open", file.string());
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  chat_template = buffer.str();
+  (void)tok;
+}
+}  // namespace
+
 std::unique_ptr<Tokenizer> Tokenizer::load(const fs::path& model_dir) {
+  std::unique_ptr<Tokenizer> tok = load_without_template_file(model_dir);
+  const fs::path dir = fs::is_regular_file(model_dir) ? model_dir.parent_path() : model_dir;
+  attach_template_file(*tok, dir, tok->chat_template_);
+  return tok;
+}
+
+std::unique_ptr<Tokenizer> Tokenizer::load_without_template_file(const fs::path& model_dir) {
   if (fs::is_regular_file(model_dir)) {  // a tokenizer.json or tokenizer.model given directly
     const fs::path dir = model_dir.parent_path();
     if (model_dir.extension() == ".model")

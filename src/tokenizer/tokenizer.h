@@ -67,7 +67,8 @@ class Tokenizer {
   virtual std::optional<int32_t> piece_to_id(std::string_view piece) const = 0;
   virtual bool is_special(int32_t id) const = 0;
 
-  // tokenizer_config.json values used by chat templates.
+  // tokenizer_config.json values used by chat templates (chat_template.jinja beside it when the
+  // config has none; see tokenizer/chat_template.h to render one).
   const std::string& chat_template() const { return chat_template_; }
   const std::string& bos_token() const { return bos_token_; }
   const std::string& eos_token() const { return eos_token_; }
@@ -75,6 +76,7 @@ class Tokenizer {
   virtual std::string describe() const = 0;
 
  protected:
+  static std::unique_ptr<Tokenizer> load_without_template_file(const std::filesystem::path& model_dir);
   std::optional<int32_t> bos_id_, eos_id_, pad_id_;
   std::vector<int32_t> stop_ids_;
   std::string chat_template_, bos_token_, eos_token_;

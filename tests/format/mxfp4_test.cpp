@@ -79,18 +79,25 @@ float ref_value(const RefBlock& b, size_t i) {
   return float((b.codes[i] & 8) ? -magnitude : magnitude);
 }
 
-// Compares one tensor's quantization and dequantization with the reference, bit for bit.
-void check_tensor(const std::vector<double>& values, size_t rows, size_t k, ScaleRule rule,
-                  const void* source, DType dtype, const std::string& label) {
+// Compares one tensor's quantization and dequantization with the reference, bit for bit,
+// through the vectorised path or the scalar one.
+void check_path(const std::vector<double>& values, size_t rows, size_t k, ScaleRule rule,
+                const void* source, DType dtype, const std::string& label, bool scalar) {
   const size_t rb = mxfp4_blocks_per_row(k);
   std::vector<uint8_t> blocks(rows * rb * 16, 0xa5), scales(rows * rb, 0x5a);  // poisoned
   Mxfp4QuantizeOptions options;
   options.rule = rule;
-  mxfp4_quantize(source, dtype, rows, k, blocks.data(), scales.data(), options);
   std::vector<float> out(rows * k, std::numeric_limits<float>::quiet_NaN());
   std::vector<uint16_t> out_bf16(rows * k, 0x7fc1);
-  mxfp4_dequantize(blocks.data(), scales.data(), rows, k, out.data(), DType::F32);
-  mxfp4_dequantize(blocks.data(), scales.data(), rows, k, out_bf16.data(), DType::BF16);
+  if (scalar) {
+    mxfp4_quantize_scalar(source, dtype, rows, k, blocks.data(), scales.data(), options);
+    mxfp4_dequantize_scalar(blocks.data(), scales.data(), rows, k, out.data(), DType::F32);
+    mxfp4_dequantize_scalar(blocks.data(), scales.data(), rows, k, out_bf16.data(), DType::BF16);
+  } else {
+    mxfp4_quantize(source, dtype, rows, k, blocks.data(), scales.data(), options);
+    mxfp4_dequantize(blocks.data(), scales.data(), rows, k, out.data(), DType::F32);
+    mxfp4_dequantize(blocks.data(), scales.data(), rows, k, out_bf16.data(), DType::BF16);
+  }
   size_t mismatches = 0;
   for (size_t r = 0; r < rows; ++r) {
     for (size_t b = 0; b < rb; ++b) {
@@ -111,13 +118,19 @@ void check_tensor(const std::vector<double>& values, size_t rows, size_t k, Scal
         }
       }
       if (!ok && ++mismatches <= 5) {
-        ADD_FAILURE() << label << " rule " << scale_rule_name(rule) << ": row " << r << " block "
+        ADD_FAILURE() << label << (scalar ? " scalar" : " vectorised") << " rule " << scale_rule_name(rule) << ": row " << r << " block "
                       << b << ": scale " << int(scales[at]) << " (want " << int(ref.scale)
                       << "), first value " << values[r * k + first];
       }
     }
   }
-  EXPECT_EQ(mismatches, 0u) << label;
+  EXPECT_EQ(mismatches, 0u) << label << (scalar ? " (scalar path)" : " (vectorised path)");
+}
+
+void check_tensor(const std::vector<double>& values, size_t rows, size_t k, ScaleRule rule,
+                  const void* source, DType dtype, const std::string& label) {
+  check_path(values, rows, k, rule, source, dtype, label, false);
+  check_path(values, rows, k, rule, source, dtype, label, true);
 }
 
 // ---- E8M0 ---------------------------------------------------------------------------------

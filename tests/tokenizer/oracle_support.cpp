@@ -91,4 +91,27 @@ nlohmann::json run_oracle(const std::string& name, const nlohmann::json& request
   return answer;
 }
 
+std::string jinja_oracle_missing() {
+  if (std::system("python3 -c 'import jinja2' >/dev/null 2>&1") != 0)
+    return "python3 with jinja2 is missing: run scripts/setup (Debian package python3-jinja2)";
+  return {};
+}
+
+nlohmann::json run_jinja_oracle(const std::string& request) {
+  const fs::path tmp = fs::temp_directory_path() / fmt::format("nibble_jinja_{}_{}", ::getpid(), std::rand());
+  fs::create_directories(tmp);
+  const fs::path req = tmp / "request.json", out = tmp / "answer.json", log = tmp / "log.txt";
+  std::ofstream(req, std::ios::binary) << request;
+  const fs::path script = fs::path(NIBBLE_SOURCE_DIR) / "tests" / "tokenizer" / "oracle" / "jinja_oracle.py";
+  const std::string cmd = fmt::format("python3 '{}' '{}' '{}' >'{}' 2>&1", script.string(), req.string(), out.string(), log.string());
+  if (std::system(cmd.c_str()) != 0) {
+    const std::string tail = read_file(log);
+    fs::remove_all(tmp);
+    throw std::runtime_error("jinja oracle failed: " + tail);
+  }
+  nlohmann::json answer = nlohmann::json::parse(read_file(out));
+  fs::remove_all(tmp);
+  return answer;
+}
+
 }  // namespace nibble::test

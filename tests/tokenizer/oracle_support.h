@@ -35,6 +35,12 @@ std::vector<CorpusCase> load_corpus(size_t max_bytes = 0);
 // Runs the oracle on `request` for tokenizer `name`; returns its JSON answer.
 nlohmann::json run_oracle(const std::string& name, const nlohmann::json& request);
 
+// The chat-template oracle (oracle/jinja_oracle.py: Python jinja2 set up like transformers).
+// Empty when python3 with jinja2 is there; otherwise what is missing.
+std::string jinja_oracle_missing();
+// `request` is JSON text (keys in their order: Python dicts keep it).
+nlohmann::json run_jinja_oracle(const std::string& request);
+
 // True in AddressSanitizer builds (the big corpus runs on a prefix there).
 constexpr bool kSanitized =
 #if defined(__SANITIZE_ADDRESS__)

@@ -242,12 +242,13 @@ TEST(SentencePiece, ModelFileLoadsEncodesAndRoundTrips) {
   for (const auto& c : test::load_corpus(64 << 10)) corpus += c.text + "\n";
   dir.write("train.txt", corpus);
   const std::string args = fmt::format(
-      "--input={} --model_prefix={} --vocab_size=400 --model_type=bpe --byte_fallback=true "
+      "--input={} --model_prefix={} --vocab_size=1200 --model_type=bpe --byte_fallback=true "
       "--character_coverage=0.9995 --minloglevel=2 --num_threads=1",
       (dir.path() / "train.txt").string(), (dir.path() / "tokenizer").string());
-  ASSERT_TRUE(sentencepiece::SentencePieceTrainer::Train(args).ok());
+  const auto status = sentencepiece::SentencePieceTrainer::Train(args);
+  ASSERT_TRUE(status.ok()) << status.ToString();
   const auto tok = Tokenizer::load(dir.path());
-  EXPECT_EQ(tok->vocab_size(), 400u);
+  EXPECT_EQ(tok->vocab_size(), 1200u);
   ASSERT_TRUE(tok->bos_id().has_value());
   for (int round = 0; round < 20; ++round) {
     const std::string text = random_text(rng, 100);

