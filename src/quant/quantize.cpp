@@ -13,7 +13,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <future>
 #include <limits>
 #include <map>
 #include <memory>
@@ -150,22 +149,15 @@ void release_source_pages(const TensorView& t) {
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
-// One module to quantize. Its blocks and scales are computed on a background thread into
-// its own buffers while the writer is still writing the tensors before it, then copied out when
-// the writer asks for them (in either order).
-//
-// NOTES: jobs compute strictly one after another (each waits for the previous one: the global
-// thread pool takes one parallel_for at a time), and at most two are held at once (the one being
-// written and the next), so memory stays about 2 x 0.27 x the largest BF16 tensor.
+// One module to quantize: produces blocks and scales once, whichever the writer asks for first,
+// and keeps the other until it is asked for (so memory stays one tensor whatever the order).
 struct QuantJob {
   const LinearModule* module = nullptr;
   const TensorView* source = nullptr;
   ScaleRule rule = ScaleRule::ocp;
   ModuleQuality* quality = nullptr;
-  QuantJob* previous = nullptr;  // the job computed before this one
+  bool done = false;
   std::vector<uint8_t> blocks_cache, scales_cache;
-  // Declared last: destroyed first, waiting for a computation still running on the buffers.
-  std::shared_future<void> ready;
 
   size_t blocks_bytes() const { return size_t(module->experts * module->rows * (module->k / 32) * 16); }
   size_t scales_bytes() const { return size_t(module->experts * module->rows * (module->k / 32)); }
@@ -198,41 +190,31 @@ struct QuantJob {
     }
   }
 
-  // Starts the background computation (once).
-  void start() {
-    if (ready.valid()) return;
-    blocks_cache.resize(blocks_bytes());
-    scales_cache.resize(scales_bytes());
-    std::shared_future<void> before = previous ? (previous->start(), previous->ready) : std::shared_future<void>();
-    ready = std::async(std::launch::async, [this, before] {
-              if (before.valid()) {  // serial: one parallel_for at a time
-                try {
-                  before.get();
-                } catch (...) {
-                  throw;  // the job before failed: so does this one, with the same error
-                }
-              }
-              check_interrupted();
-              run(blocks_cache.data(), scales_cache.data());
-              release_source_pages(*source);
-            }).share();
-  }
-
   void fill_blocks(uint8_t* out, size_t nbytes) {
     NIBBLE_CHECK(nbytes == blocks_bytes(), "internal: blocks of {} are {} bytes, writer asked {}",
                  module->name, blocks_bytes(), nbytes);
-    start();
-    ready.get();  // rethrows the computation's error
-    std::memcpy(out, blocks_cache.data(), nbytes);
-    std::vector<uint8_t>().swap(blocks_cache);
+    if (!done) {
+      scales_cache.resize(scales_bytes());
+      run(out, scales_cache.data());
+      release_source_pages(*source);
+      done = true;
+    } else {
+      std::memcpy(out, blocks_cache.data(), nbytes);
+      std::vector<uint8_t>().swap(blocks_cache);
+    }
   }
   void fill_scales(uint8_t* out, size_t nbytes) {
     NIBBLE_CHECK(nbytes == scales_bytes(), "internal: scales of {} are {} bytes, writer asked {}",
                  module->name, scales_bytes(), nbytes);
-    start();
-    ready.get();
-    std::memcpy(out, scales_cache.data(), nbytes);
-    std::vector<uint8_t>().swap(scales_cache);
+    if (!done) {
+      blocks_cache.resize(blocks_bytes());
+      run(blocks_cache.data(), out);
+      release_source_pages(*source);
+      done = true;
+    } else {
+      std::memcpy(out, scales_cache.data(), nbytes);
+      std::vector<uint8_t>().swap(scales_cache);
+    }
   }
 };
 
@@ -428,13 +410,10 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
     if (options.progress) options.progress(progress);
   };
 
-  // jobs[next_job[i]] is started while spec i is written, so quantization overlaps writing.
-  std::vector<size_t> next_job;  // per spec
   for (const TensorView* t : checkpoint.tensors()) {
     const auto it = owner.find(t->name);
     const ModuleDecision* d = it == owner.end() ? nullptr : it->second;
     if (!d || !d->mxfp4 || d->passthrough) {
-      next_job.push_back(jobs.size());
       specs.push_back({t->name, t->dtype, t->shape, [t, report](uint8_t* out, size_t nbytes) {
                          check_interrupted();
                          NIBBLE_CHECK(nbytes == t->nbytes, "internal: {} is {} bytes, writer asked {}",
@@ -455,7 +434,6 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
     job->source = t;
     job->rule = options.scale_rule;
     job->quality = &q;
-    job->previous = jobs.empty() ? nullptr : jobs.back().get();
     QuantJob* j = job.get();
     jobs.push_back(std::move(job));
     std::vector<int64_t> blocks_shape(m.shape.begin(), m.shape.end() - 1);
@@ -473,29 +451,18 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
       blocks_name = m.name + ".weight_packed";
       scales_name = m.name + ".weight_scale";
     }
-    // The first of the two halves to be written counts the source tensor as done.
+    // The blocks' fill counts the source tensor as done; each half may come first.
     auto first = std::make_shared<bool>(true);
-    next_job.push_back(jobs.size());
     specs.push_back({blocks_name, DType::U8, blocks_shape, [j, t, report, first](uint8_t* out, size_t n) {
                        check_interrupted();
                        j->fill_blocks(out, n);
                        if (std::exchange(*first, false)) report(t);
                      }});
-    next_job.push_back(jobs.size());
     specs.push_back({scales_name, DType::U8, scales_shape, [j, t, report, first](uint8_t* out, size_t n) {
                        check_interrupted();
                        j->fill_scales(out, n);
                        if (std::exchange(*first, false)) report(t);
                      }});
-  }
-  // Wrap each fill: before producing spec i, start the job that comes after it.
-  for (size_t i = 0; i < specs.size(); ++i) {
-    if (next_job[i] >= jobs.size()) continue;
-    QuantJob* next = jobs[next_job[i]].get();
-    specs[i].fill = [next, fill = std::move(specs[i].fill)](uint8_t* out, size_t n) {
-      next->start();
-      fill(out, n);
-    };
   }
   for (const auto& s : specs) result.bytes_out += s.nbytes();
 
