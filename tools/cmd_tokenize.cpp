@@ -5,6 +5,7 @@
 //   nibble tokenize -m DIR --decode 1 15043 3186  # ids -> text
 //   nibble tokenize -m DIR --chat "Hi"            # the chat prompt for one user message, and its ids
 //   nibble tokenize -m DIR --messages chat.json [--chat-template FILE] [--reasoning-effort high]
+//   nibble tokenize -m DIR --batch texts.jsonl    # one JSON string per line -> one JSON id list per line
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -22,7 +23,7 @@ namespace nibble {
 namespace {
 
 struct Args {
-  std::string model, text, file, messages_file, chat_template_file, reasoning_effort;
+  std::string model, text, file, batch_file, messages_file, chat_template_file, reasoning_effort;
   bool chat = false, no_generation_prompt = false;
   std::vector<int32_t> decode_ids;
   bool decode = false, no_special = false, ids_only = false, skip_special = false;
@@ -60,13 +61,16 @@ void setup(CLI::App& command) {
       ->required();
   command.add_option("text", args->text, "text to encode");
   command.add_option("-f,--file", args->file, "encode the contents of this file instead");
+  command.add_option("--batch", args->batch_file,
+                     "encode every line of a JSON-lines file (each a JSON string); print one JSON list of ids per line");
   command.add_flag("--no-special", args->no_special, "do not add BOS/EOS (add_special_tokens=false)");
   command.add_flag("--ids-only", args->ids_only, "print only the ids, space separated");
   command.add_flag("--decode", args->decode, "treat the arguments as ids and print their text");
   command.add_flag("--skip-special", args->skip_special, "with --decode: drop special tokens");
   command.add_option("ids", args->decode_ids, "ids for --decode");
   command.add_flag("--chat", args->chat, "render TEXT as one user message with the model's chat format");
-  command.add_option("--messages", args->messages_file, "render a JSON list of {role, content} messages");
+  command.add_option("--messages", args->messages_file,
+                     "render a JSON list of {role, content} messages (or {messages, tools, add_generation_prompt, kwargs})");
   command.add_option("--chat-template", args->chat_template_file,
                      "a Jinja chat template file replacing the model's own");
   command.add_option("--reasoning-effort", args->reasoning_effort, "harmony (gpt-oss): low, medium or high");
@@ -84,6 +88,22 @@ void setup(CLI::App& command) {
         ids.insert(ids.begin(), first.begin(), first.end());
       }
       fmt::print("{}\n", tok->decode(ids, args->skip_special));
+      return;
+    }
+    if (!args->batch_file.empty()) {
+      std::ifstream in(args->batch_file, std::ios::binary);
+      NIBBLE_CHECK(in, "{}: cannot open", args->batch_file);
+      std::string line;
+      for (size_t n = 1; std::getline(in, line); ++n) {
+        nlohmann::json j;
+        try {
+          j = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::exception& e) {
+          NIBBLE_THROW("{}:{}: not a JSON string: {}", args->batch_file, n, e.what());
+        }
+        NIBBLE_CHECK(j.is_string(), "{}:{}: expected a JSON string", args->batch_file, n);
+        fmt::print("[{}]\n", fmt::join(tok->encode(j.get<std::string>(), !args->no_special), ","));
+      }
       return;
     }
     std::string text = args->text;
@@ -108,6 +128,14 @@ void setup(CLI::App& command) {
       }
       ChatOptions options;
       options.add_generation_prompt = !args->no_generation_prompt;
+      if (messages.is_object()) {  // {"messages": [...], "tools": [...], "add_generation_prompt": b, "kwargs": {...}}
+        const nlohmann::ordered_json chat = messages;
+        NIBBLE_CHECK(chat.contains("messages"), "{}: an object needs a \"messages\" list", args->messages_file);
+        messages = chat["messages"];
+        if (chat.contains("tools")) options.tools = chat["tools"];
+        if (chat.contains("add_generation_prompt")) options.add_generation_prompt = chat["add_generation_prompt"].get<bool>();
+        if (chat.contains("kwargs")) options.extra = chat["kwargs"];
+      }
       if (!args->reasoning_effort.empty()) options.extra["reasoning_effort"] = args->reasoning_effort;
       if (!args->chat_template_file.empty()) {
         std::ifstream in(args->chat_template_file, std::ios::binary);

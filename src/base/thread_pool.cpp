@@ -53,7 +53,8 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
                               const std::function<void(size_t, size_t, size_t)>& body) {
   if (n == 0) return;
   grain = std::max<size_t>(grain, 1);
-  const size_t chunks = std::min(size(), (n + grain - 1) / grain);
+  // At most n / grain chunks, so that each holds at least `grain` items (as the header says).
+  const size_t chunks = std::min(size(), std::max<size_t>(n / grain, 1));
   if (chunks <= 1) {
     body(0, n, 0);
     return;

@@ -5,6 +5,7 @@
 #include <hwy/highway.h>
 #include <hwy/targets.h>
 
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -129,6 +130,7 @@ TEST(Mxfp4Simd, BitExactWithScalarOnEveryTarget) {
     hwy::SetSupportedTargetsForTest(target);
     hwy::GetChosenTarget().Update(hwy::SupportedTargets());
     const std::string name = hwy::TargetName(target);
+    std::printf("[   info   ] checking target %s\n", name.c_str());
     EXPECT_EQ(mxfp4_simd_target(), name);
     compare_on_random_tensors(pool, name);
     if (HasFatalFailure()) break;

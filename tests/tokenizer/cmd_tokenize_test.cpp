@@ -2,7 +2,12 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
 #include <array>
+#include <filesystem>
+#include <fstream>
 #include <cstdio>
 #include <sstream>
 
@@ -11,6 +16,8 @@
 
 namespace nibble {
 namespace {
+
+namespace fs = std::filesystem;
 
 struct CliResult {
   int rc;
@@ -48,6 +55,23 @@ TEST(CmdTokenize, IdsPiecesDecodeAndChat) {
   const CliResult chat = run(fmt::format("-m '{}' --chat 'Hi'", dir));
   ASSERT_EQ(chat.rc, 0) << chat.out;
   EXPECT_NE(chat.out.find("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"), std::string::npos) << chat.out;
+}
+
+TEST(CmdTokenize, BatchMode) {
+  const std::string dir = test::bundled_model_dir("gptoss").string();
+  const auto tok = Tokenizer::load(dir);
+  const fs::path file = fs::temp_directory_path() / fmt::format("nibble_batch_{}.jsonl", ::getpid());
+  const std::vector<std::string> texts = {"", "one line", "two\nlines é 😀", "<|start|>x"};
+  {
+    std::ofstream out(file);
+    for (const auto& t : texts) out << nlohmann::json(t).dump() << "\n";
+  }
+  const CliResult r = run(fmt::format("-m '{}' --batch '{}'", dir, file.string()));
+  fs::remove(file);
+  ASSERT_EQ(r.rc, 0) << r.out;
+  std::string expected;
+  for (const auto& t : texts) expected += fmt::format("[{}]\n", fmt::join(tok->encode(t), ","));
+  EXPECT_EQ(r.out, expected);
 }
 
 TEST(CmdTokenize, ErrorsAreClear) {
