@@ -153,18 +153,27 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
   NIBBLE_CHECK(decision.module != nullptr, "{}: linear layer \"{}\" is missing (no {}.weight)",
                tensors.where(), name, name);
   if (decision.prequantized) {
-    // Written by `nibble quantize`: MXFP4 already, [n, k/32, 16] blocks and [n, k/32] scales.
+    // Written by `nibble quantize`: MXFP4 already. Both of its layouts hold the same bytes
+    // (docs/formats.md): gpt-oss P_blocks [n, k/32, 16] + P_scales [n, k/32], or
+    // compressed-tensors P.weight_packed [n, k/2] + P.weight_scale [n, k/32].
     const LinearModule& mod = *decision.module;
-    NIBBLE_CHECK(mod.layout == SourceLayout::mxfp4_gpt_oss && mod.tensors.size() == 2,
-                 "{}: \"{}\" is stored as {}; the loader reads the gpt-oss MXFP4 layout "
-                 "(P_blocks / P_scales)",
-                 tensors.where(), name, source_layout_name(mod.layout));
+    NIBBLE_CHECK(mod.tensors.size() == 2, "{}: \"{}\": MXFP4 module without blocks and scales",
+                 tensors.where(), name);
     const size_t bpr = mxfp4_blocks_per_row(k);
+    const bool gpt_oss = mod.layout == SourceLayout::mxfp4_gpt_oss;
+    NIBBLE_CHECK(k % kMxfp4BlockSize == 0 || gpt_oss,
+                 "{}: \"{}\": K = {} is not a multiple of 32 in a compressed-tensors layout",
+                 tensors.where(), name, k);
     const TensorView& blocks =
-        tensors.at(mod.tensors[0], {int64_t(n), int64_t(bpr), int64_t(kMxfp4BlockBytes)});
+        gpt_oss ? tensors.at(mod.tensors[0], {int64_t(n), int64_t(bpr), int64_t(kMxfp4BlockBytes)})
+                : tensors.at(mod.tensors[0], {int64_t(n), int64_t(k / 2)});
     const TensorView& scales = tensors.at(mod.tensors[1], {int64_t(n), int64_t(bpr)});
+    NIBBLE_CHECK(blocks.dtype == DType::U8 &&
+                     (scales.dtype == DType::U8 || scales.dtype == DType::F8_E8M0),
+                 "{}: \"{}\": MXFP4 blocks must be U8 and scales U8 or F8_E8M0 (got {} and {})",
+                 tensors.where(), name, dtype_name(blocks.dtype), dtype_name(scales.dtype));
     entry.mxfp4 = entry.prequantized = true;
-    entry.reason = "MXFP4 in the checkpoint";
+    entry.reason = fmt::format("MXFP4 in the checkpoint ({} layout)", source_layout_name(mod.layout));
     return finish(std::make_unique<QuantLinear>(
         desc, Mxfp4HostWeights{blocks.data, scales.data, n, k},
         bias.empty() ? nullptr : bias.data(), options.device, options.kernels));

@@ -193,10 +193,14 @@ TEST(TiedGate, SyntheticTiedModelKeepsClassifierWithReason) {
   EXPECT_TRUE(LlamaModel::build(u, *tu, o)->plan().back().mxfp4);
 }
 
-TEST(Prequantized, CheckpointBlocksRunLikeQuantizingAtLoad) {
+class Prequantized : public ::testing::TestWithParam<bool> {};
+
+// GetParam(): true = gpt-oss layout (P_blocks [n, k/32, 16]), false = compressed-tensors
+// (P.weight_packed [n, k/2] + P.weight_scale), the two layouts `nibble quantize` writes.
+TEST_P(Prequantized, CheckpointBlocksRunLikeQuantizingAtLoad) {
+  const bool gpt_oss = GetParam();
   const LlamaConfig c = small(LlamaFamily::llama, 64, false);
   const auto t = synth_llama_tensors(c, std::random_device{}(), DType::BF16);
-  // The same tensors with every q/k/v/o/mlp weight as P_blocks / P_scales (gpt-oss layout).
   MemoryTensors q("prequantized");
   size_t converted = 0;
   for (const TensorView* v : t->tensors()) {
@@ -206,8 +210,13 @@ TEST(Prequantized, CheckpointBlocksRunLikeQuantizingAtLoad) {
       continue;
     }
     const size_t n = size_t(v->shape[0]), k = size_t(v->shape[1]), bpr = mxfp4_blocks_per_row(k);
-    TensorView& blocks = q.add(v->name + "_blocks", DType::U8, {int64_t(n), int64_t(bpr), 16});
-    TensorView& scales = q.add(v->name + "_scales", DType::U8, {int64_t(n), int64_t(bpr)});
+    const std::string base = v->name.substr(0, v->name.size() - 7);  // without ".weight"
+    TensorView& blocks =
+        gpt_oss ? q.add(v->name + "_blocks", DType::U8, {int64_t(n), int64_t(bpr), 16})
+                : q.add(base + ".weight_packed", DType::U8, {int64_t(n), int64_t(k / 2)});
+    TensorView& scales = gpt_oss
+                             ? q.add(v->name + "_scales", DType::U8, {int64_t(n), int64_t(bpr)})
+                             : q.add(base + ".weight_scale", DType::U8, {int64_t(n), int64_t(bpr)});
     mxfp4_quantize(v->data, v->dtype, n, k, const_cast<uint8_t*>(blocks.data),
                    const_cast<uint8_t*>(scales.data));
     ++converted;
@@ -225,6 +234,9 @@ TEST(Prequantized, CheckpointBlocksRunLikeQuantizingAtLoad) {
   const std::vector<int32_t> tokens = random_tokens(10, c.vocab);
   EXPECT_EQ(max_abs_diff(logits_of(*at_load, tokens), logits_of(*pre, tokens)), 0.0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Layouts, Prequantized, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "gpt_oss" : "compressed_tensors"; });
 
 }  // namespace
 }  // namespace nibble

@@ -107,6 +107,31 @@ TEST(ConvertCli, WritesAHuggingFaceDirectory) {
   fs::remove_all(cache);
 }
 
+// stories260K through `nibble convert` and `nibble quantize`: the MXFP4 checkpoint runs, its 30
+// MXFP4 layers (quantize keeps K = 172 in BF16) read from the file whatever --mxfp4-layers says,
+// with the same text as quantizing the same layers at load.
+TEST(QuantizedCli, QuantizedStoriesRunsLikeQuantizingAtLoad) {
+  const fs::path hf = scratch("hf"), q = scratch("quantized"), cache = scratch("cache");
+  ASSERT_EQ(nibble("convert models/stories260K -o '" + hf.string() + "'", cache).status, 0);
+  const Result qr = nibble("quantize '" + hf.string() + "' -o '" + q.string() +
+                               "' --mxfp4-layers qkv,o,mlp -q",
+                           cache);
+  ASSERT_EQ(qr.status, 0) << qr.err;
+  const Result pre = nibble("run -m '" + q.string() + "' -p \"Once upon a time\" -n 60 --mxfp4-layers none", cache);
+  ASSERT_EQ(pre.status, 0) << pre.err;
+  EXPECT_NE(pre.err.find("MXFP4: 30 layers (qkv,o,mlp)"), std::string::npos) << pre.err;
+  const Result at_load = nibble(
+      "run -m models/stories260K -p \"Once upon a time\" -n 60 --mxfp4-layers qkv,o,mlp "
+      "--exclude '*down_proj'",
+      cache);
+  ASSERT_EQ(at_load.status, 0) << at_load.err;
+  EXPECT_EQ(pre.out, at_load.out);
+  EXPECT_EQ(pre.out.rfind("Once upon a time", 0), 0u) << pre.out;
+  fs::remove_all(hf);
+  fs::remove_all(q);
+  fs::remove_all(cache);
+}
+
 TEST(SynthCli, WritesEachFamilyAndRefusesUnknownOnes) {
   const fs::path cache = scratch("cache");
   for (const char* arch : {"llama", "mistral", "qwen2", "qwen3"}) {

@@ -375,6 +375,29 @@ TEST(QuantizeCli, BadInputsFailCleanly) {
   EXPECT_FALSE(fs::exists("/proc/nibble-quant-test-out"));
 }
 
+TEST(QuantizeCli, NonFiniteWeightIsAnErrorNamingTensorRowAndBlock) {
+  ScratchDir s;
+  fs::create_directories(s.path / "in");
+  TensorSet t;
+  std::vector<uint8_t> bad = random_bf16(64 * 96);
+  const size_t row = 37, column = 70;  // block 2 of row 37
+  bad[2 * (row * 96 + column)] = 0xC0;
+  bad[2 * (row * 96 + column) + 1] = 0x7F;  // BF16 NaN
+  t.add_bf16("model.layers.0.self_attn.q_proj.weight", {64, 64});
+  t.add("model.layers.0.self_attn.v_proj.weight", DType::BF16, {64, 96}, bad);
+  t.add_bf16("model.layers.0.self_attn.k_proj.weight", {64, 64});
+  t.add_bf16("model.layers.1.self_attn.k_proj.weight", {64, 64});
+  t.write(s.path / "in");
+  write_json(s.path / "in" / "config.json", {{"tie_word_embeddings", false}});
+  const RunResult r = run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "out") + " --mxfp4-layers qkv");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("model.layers.0.self_attn.v_proj.weight: row 37, block 2 (columns 64..95) holds Inf or NaN"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(s.path / "out"));
+  EXPECT_TRUE(leftovers(s.path).empty());
+}
+
 TEST(QuantizeCli, SignalLeavesNothingBehind) {
   for (int signal : {SIGINT, SIGTERM}) {
     ScratchDir s;

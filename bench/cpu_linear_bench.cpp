@@ -1,0 +1,211 @@
+// cpu_linear_bench: the CPU MXFP4 linear kernels on real layer shapes, against the machine's
+// read bandwidth and an OpenBLAS F32 GEMV/GEMM, all measured in the same run. Not a test.
+//
+//   cpu_linear_bench [--kernel cpu_simd] [--reps 5] [--shapes 4096x14336,2880x2880]
+//                    [--m 1,2,4,8,64,512] [--threads 1,2]
+//
+// Each thread count runs in a child process (NIBBLE_THREADS=t; the thread pool is sized once
+// per process), which measures its own read bandwidth first. Weights are "cold": the MXFP4
+// layer is prepared into enough copies to pass >= 256 MB and each repetition uses the next
+// copy, so the 32 MB L3 cannot hold them (the F32 baseline's weights are >= 33 MB per copy
+// and rotate through 2 copies). Figures are medians of the repetitions. Output: a markdown
+// table (us, GB/s of MXFP4 weights, % of the measured read bandwidth, GFLOP/s, x OpenBLAS).
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "format/mxfp4.h"
+#include "kernels/registry.h"
+
+namespace nibble {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+std::vector<size_t> parse_list(const std::string& s) {
+  std::vector<size_t> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t comma = s.find(',', start);
+    if (comma == std::string::npos) comma = s.size();
+    out.push_back(std::stoul(s.substr(start, comma - start)));
+    start = comma + 1;
+  }
+  return out;
+}
+
+// Streaming read of a 1 GiB buffer (>> L3) split over the pool's threads: GB/s, median of 5.
+double read_bandwidth_gbs() {
+  const size_t bytes = size_t(1) << 30, words = bytes / sizeof(uint64_t);
+  std::vector<uint64_t> buffer(words);
+  ThreadPool::global().parallel_for(words, 1 << 20, [&](size_t b, size_t e, size_t) {
+    for (size_t i = b; i < e; ++i) buffer[i] = i;
+  });
+  std::vector<double> rates;
+  std::vector<uint64_t> sums(64);
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = Clock::now();
+    ThreadPool::global().parallel_for(words, 1 << 20, [&](size_t b, size_t e, size_t t) {
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      size_t i = b;
+      for (; i + 4 <= e; i += 4) {
+        s0 += buffer[i];
+        s1 += buffer[i + 1];
+        s2 += buffer[i + 2];
+        s3 += buffer[i + 3];
+      }
+      for (; i < e; ++i) s0 += buffer[i];
+      sums[t] += s0 + s1 + s2 + s3;
+    });
+    rates.push_back(bytes / seconds_since(t0) / 1e9);
+  }
+  if (sums[0] == 42) std::puts("");  // keep the sums alive
+  return median(rates);
+}
+
+struct Shape {
+  size_t n, k;
+};
+
+void run_child(const std::string& kernel_name, const std::vector<Shape>& shapes,
+               const std::vector<size_t>& ms, int reps) {
+  const size_t threads = ThreadPool::global().size();
+  openblas_set_num_threads(int(threads));
+  const double bw = read_bandwidth_gbs();
+  fmt::print(stderr, "threads {}: read bandwidth {:.1f} GB/s\n", threads, bw);
+  const DeviceInfo device = cpu_device_info();
+  const KernelOverrides force = KernelOverrides::parse(kernel_name);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+
+  for (const Shape& s : shapes) {
+    const size_t bpr = mxfp4_blocks_per_row(s.k);
+    std::vector<float> w(s.n * s.k);
+    for (auto& v : w) v = normal(rng);
+    std::vector<uint8_t> blocks(s.n * bpr * 16), scales(s.n * bpr);
+    mxfp4_quantize(w.data(), DType::F32, s.n, s.k, blocks.data(), scales.data());
+    const double weight_bytes = double(blocks.size() + scales.size());
+    const size_t max_m = *std::max_element(ms.begin(), ms.end());
+    LinearDesc desc;
+    desc.name = fmt::format("{}x{}", s.n, s.k);
+    desc.n = s.n;
+    desc.k = s.k;
+    desc.max_m = max_m;
+    const size_t copies = std::clamp<size_t>(size_t(256e6 / weight_bytes) + 1, 2, 64);
+    std::vector<std::unique_ptr<Mxfp4Linear>> layers;
+    for (size_t c = 0; c < copies; ++c)
+      layers.push_back(std::make_unique<Mxfp4Linear>(desc, Mxfp4HostWeights{blocks.data(), scales.data(), s.n, s.k},
+                                                     nullptr, device, force));
+    // F32 baseline weights: the dequantized matrix, two copies.
+    std::vector<std::vector<float>> wf(2, std::vector<float>(s.n * s.k));
+    for (auto& copy : wf) mxfp4_dequantize(blocks.data(), scales.data(), s.n, s.k, copy.data(), DType::F32);
+    std::vector<float> act(max_m * s.k), out(max_m * s.n);
+    for (auto& v : act) v = normal(rng);
+
+    for (size_t m : ms) {
+      const double flops = 2.0 * m * s.n * s.k;
+      const int r = flops > 2e10 ? std::max(3, reps / 2) : reps;
+      std::vector<double> ours, blas;
+      size_t next = 0;
+      for (int rep = -1; rep < r; ++rep) {  // rep -1: warm-up
+        const Mxfp4Linear& layer = *layers[next++ % copies];
+        const auto t0 = Clock::now();
+        layer.forward({act.data(), m, ActivationFormat::f32}, {out.data(), OutputFormat::f32});
+        if (rep >= 0) ours.push_back(seconds_since(t0));
+      }
+      for (int rep = -1; rep < r; ++rep) {
+        const float* wb = wf[size_t(rep + 1) % 2].data();
+        const auto t0 = Clock::now();
+        if (m == 1)
+          cblas_sgemv(CblasRowMajor, CblasNoTrans, int(s.n), int(s.k), 1.0f, wb, int(s.k), act.data(), 1,
+                      0.0f, out.data(), 1);
+        else
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(s.n), int(s.k), 1.0f,
+                      act.data(), int(s.k), wb, int(s.k), 0.0f, out.data(), int(s.n));
+        if (rep >= 0) blas.push_back(seconds_since(t0));
+      }
+      const double t = median(ours), tb = median(blas);
+      const double gbs = weight_bytes / t / 1e9;
+      fmt::print("| {}x{} | {} | {} | {:.0f} | {:.1f} | {:.0f}% | {:.1f} | {:.0f} | {:.2f}x |\n", s.n, s.k, m,
+                 threads, t * 1e6, gbs, 100 * gbs / bw, flops / t / 1e9, tb * 1e6, tb / t);
+      std::fflush(stdout);
+    }
+  }
+  fmt::print("| read bandwidth, {} threads | | | | {:.1f} GB/s | | | | |\n", threads, bw);
+}
+
+}  // namespace
+}  // namespace nibble
+
+int main(int argc, char** argv) {
+  using namespace nibble;
+  std::string kernel = "cpu_simd", shapes_arg = "4096x14336,5120x2880,2880x4096,5760x2880,2880x2880";
+  std::string ms_arg = "1,2,4,8,64,512", threads_arg = "1,2";
+  int reps = 7;
+  bool child = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const auto value = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (a == "--kernel") kernel = value();
+    else if (a == "--shapes") shapes_arg = value();
+    else if (a == "--m") ms_arg = value();
+    else if (a == "--threads") threads_arg = value();
+    else if (a == "--reps") reps = std::stoi(value());
+    else if (a == "--child") child = true;
+    else {
+      std::fprintf(stderr, "usage: %s [--kernel NAME] [--shapes NxK,...] [--m 1,2,...] [--threads 1,2] [--reps R]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  std::vector<Shape> shapes;
+  for (size_t start = 0; start < shapes_arg.size();) {
+    size_t comma = shapes_arg.find(',', start);
+    if (comma == std::string::npos) comma = shapes_arg.size();
+    const std::string item = shapes_arg.substr(start, comma - start);
+    const size_t x = item.find('x');
+    shapes.push_back({std::stoul(item.substr(0, x)), std::stoul(item.substr(x + 1))});
+    start = comma + 1;
+  }
+  try {
+    if (child) {
+      run_child(kernel, shapes, parse_list(ms_arg), reps);
+      return 0;
+    }
+    fmt::print("kernel {} on {} (SIMD target {}); medians of {} reps, weights cold\n\n", kernel,
+               cpu_device_info().name, cpu_device_info().cpu_simd_target, reps);
+    fmt::print("| shape NxK | M | threads | us | GB/s weights | % read BW | GFLOP/s | OpenBLAS F32 us | x OpenBLAS |\n");
+    fmt::print("|---|---|---|---|---|---|---|---|---|\n");
+    std::fflush(stdout);
+    for (size_t t : parse_list(threads_arg)) {
+      const std::string cmd = fmt::format("NIBBLE_THREADS={} OPENBLAS_NUM_THREADS={} '{}' --child --kernel {} --shapes {} --m {} --reps {}",
+                                          t, t, argv[0], kernel, shapes_arg, ms_arg, reps);
+      if (std::system(cmd.c_str()) != 0) {
+        std::fprintf(stderr, "child for %zu threads failed\n", t);
+        return 1;
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cpu_linear_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
