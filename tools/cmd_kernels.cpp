@@ -44,8 +44,9 @@ void print_device(const KernelRegistry& registry, DeviceKind kind, const DeviceI
       const Check c = kernels[i]->is_supported(*device);
       status = c.ok ? "supported" : "not supported: " + c.reason;
     }
-    fmt::print("  {}. {:<16} layout {:<16} {}\n", i + 1, kernels[i]->name(),
-               kernels[i]->layout_id(), status);
+    fmt::print("  {}. {:<16} layout {:<20} {:<32} {}\n", i + 1, kernels[i]->name(),
+               kernels[i]->layout_id(), activation_rounding_name(kernels[i]->activation_rounding()),
+               status);
   }
 }
 

@@ -12,4 +12,8 @@ const char* output_format_name(OutputFormat f) { return f == OutputFormat::f32 ?
 
 const char* layer_class_name(LayerClass c) { return c == LayerClass::dense ? "dense" : "moe"; }
 
+const char* activation_rounding_name(ActivationRounding r) {
+  return r == ActivationRounding::none ? "f32 activations" : "int8 activations (per 32-block)";
+}
+
 }  // namespace nibble

@@ -35,9 +35,17 @@ struct DeviceInfo {
 enum class ActivationFormat : uint8_t { f32, bf16 };  // FP8 and MXFP8 come with W4A8
 enum class OutputFormat : uint8_t { f32, bf16 };
 enum class LayerClass : uint8_t { dense, moe };
+// What a kernel's arithmetic rounds before it multiplies (the weights are always exact: E2M1
+// times a power of two). `nibble kernels` shows it; the kernel tests set their error limits
+// from it.
+enum class ActivationRounding : uint8_t {
+  none,          // F32 products (or exact splits of them), F32 accumulation
+  int8_block32,  // activations quantized per 32-element block to int8 with an F32 scale
+};
 const char* activation_format_name(ActivationFormat f);
 const char* output_format_name(OutputFormat f);
 const char* layer_class_name(LayerClass c);
+const char* activation_rounding_name(ActivationRounding r);
 
 // One linear layer as the kernels see it.
 struct LinearDesc {
@@ -93,6 +101,7 @@ class LinearKernel {
   virtual DeviceKind device_kind() const = 0;
   // Kernels that return the same non-empty layout id can share one PreparedWeights.
   virtual std::string_view layout_id() const { return name(); }
+  virtual ActivationRounding activation_rounding() const { return ActivationRounding::none; }
   virtual Check is_supported(const DeviceInfo& device) const = 0;
   virtual Check can_implement(const LinearDesc& layer) const = 0;
   // Runs once per layer after loading. `bias` (host, F32, n values) may be null.

@@ -16,6 +16,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/sm80_mxfp4_gemv.h"
 #endif
+#include "kernels/cpu/cpu_avx2_w4a8.h"
 #include "kernels/cpu/cpu_simd.h"
 
 namespace nibble {
@@ -94,7 +95,10 @@ const std::string& KernelOverrides::forced_for(LayerClass c) const {
 const KernelRegistry& KernelRegistry::builtin() {
   static const KernelRegistry registry = [] {
     KernelRegistry r;
-    // CPU, best first. cpu_ref stays last: it serves everything, slowly, and is the oracle.
+    // CPU, best first. cpu_avx2_w4a8: integer dot products, 1.5-4x cpu_simd (docs/perf.md),
+    // at the price of int8 activations; cpu_simd: F32 arithmetic on every SIMD target.
+    // cpu_ref stays last: it serves everything, slowly, and is the oracle.
+    r.add(DeviceKind::cpu, make_cpu_avx2_w4a8_kernel());
     r.add(DeviceKind::cpu, make_cpu_simd_kernel());
     r.add(DeviceKind::cpu, make_cpu_ref_kernel());
 #if NIBBLE_WITH_CUDA

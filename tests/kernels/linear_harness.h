@@ -15,9 +15,10 @@
 //     |reference| when the output is BF16). With F32 products and F32 accumulation the
 //     rounding error of a dot product is a few eps * |a|.|w| (a random walk over K terms
 //     whose sizes total |a|.|w|), so the defaults (4e-6 = ~70 eps, NMSE 1e-9) leave a wide
-//     margin and still catch one element off by ~1e-5 of |a|.|w|. Kernels that round activations to BF16 inside
-//     pass bf16_activation_limits(k). NaN never passes (every comparison is written so that
-//     NaN fails it).
+//     margin and still catch one element off by ~1e-5 of |a|.|w|. Kernels that round the
+//     activations (LinearKernel::activation_rounding) are held to the error model of their
+//     rounding instead (LinearLimits::rounding). NaN never passes (every comparison is
+//     written so that NaN fails it).
 //   - a kernel that is not supported on the device or cannot implement the case is a visible
 //     skip (GTEST_SKIP with its reason), never a pass.
 #pragma once
@@ -31,6 +32,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -86,12 +88,21 @@ inline std::vector<LinearCase> standard_linear_cases() {
 struct LinearLimits {
   double nmse = 1e-9;     // raised to 2e-5 for BF16 outputs (their own rounding)
   double max_rel = 4e-6;  // of |a_m|_2 * |w_n|_2, see the header comment
+  // A kernel that rounds the activations is held to the error model of its rounding instead
+  // of nmse / max_rel (NMSE means nothing there on few outputs: one near zero makes it any
+  // size). int8_block32: activation k of block b is off by a rounding error of at most half
+  // a step d_b = amax_b / 127, uniform for random data, so output (m, n) is off by a sum with
+  // standard deviation sd = sqrt(sum_b d_b^2 / 12 * |w_n,b|^2). Each element: within 7 sd
+  // (and the bound for any data, sum_b d_b / 2 * |w_n,b|_1); the RMS of error / sd: within
+  // 1.25 * sqrt(1 + 8 / elements) (about 1 expected; the widening covers few elements).
+  // Rounding toward zero instead of to nearest, or a block's scale off by 2x, fails it.
+  ActivationRounding rounding = ActivationRounding::none;
 };
 
-// For kernels that round activations to BF16 (relative error 2^-9 per element): the error is
-// a random walk of K such terms, about 2^-9 |a|.|w| / sqrt(K); the limit allows 4x that.
-inline LinearLimits bf16_activation_limits(size_t k) {
-  return {2e-5, 4.0 / 512 / std::sqrt(double(std::max<size_t>(k, 1)))};
+inline LinearLimits limits_for(ActivationRounding rounding) {
+  LinearLimits limits;
+  limits.rounding = rounding;
+  return limits;
 }
 
 // Copies act (host) to where the kernel reads it, runs kernel.apply, and copies the output
@@ -200,9 +211,11 @@ inline std::vector<size_t> reference_rows(size_t m, size_t n, size_t k, std::mt1
 }
 
 // Runs `kernel` on case `c` against cpu_ref. Skips (visibly) where the kernel refuses.
+// Limits: limits_for(kernel.activation_rounding()) unless given.
 inline void run_linear_case(const LinearKernel& kernel, const DeviceInfo& device,
                             const LinearCase& c, const ApplyHook& apply = cpu_apply,
-                            const LinearLimits& limits = {}) {
+                            std::optional<LinearLimits> given_limits = std::nullopt) {
+  const LinearLimits limits = given_limits.value_or(limits_for(kernel.activation_rounding()));
   const uint64_t seed = linear_test_seed();
   SCOPED_TRACE("kernel " + std::string(kernel.name()) + ", case " + linear_case_name(c) +
                ", seed " + std::to_string(seed) + " (NIBBLE_TEST_SEED replays it)");
@@ -255,28 +268,37 @@ inline void run_linear_case(const LinearKernel& kernel, const DeviceInfo& device
   ref_kernel->apply(ref_desc, *ref_prepared, {ref_act.data(), rows.size(), c.activation},
                     {ref.data(), OutputFormat::f32}, nullptr);
 
-  // Norms for the element bound: |a_m|_2 per checked row, |w_n|_2 per weight row.
-  std::vector<double> w_norm(c.n, 0.0);
+  // Norms for the element bound: |a_m|_2 per checked row, |w_n|_2 per weight row; per block
+  // |w_n,b|_2^2 and |w_n,b|_1 for the rounding error model.
+  const size_t bpr = mxfp4_blocks_per_row(c.k);
+  std::vector<double> w_norm(c.n, 0.0), w_block2(c.n * bpr), w_block1(c.n * bpr);
   {
-    const size_t bpr = mxfp4_blocks_per_row(c.k);
     std::vector<float> block(kMxfp4BlockSize);
     for (size_t n = 0; n < c.n; ++n) {
       double sum = 0;
       for (size_t b = 0; b < bpr; ++b) {
         mxfp4_dequantize_block(&r.blocks[(n * bpr + b) * kMxfp4BlockBytes], r.scales[n * bpr + b],
                                block.data());
-        for (float v : block) sum += double(v) * v;
+        double b2 = 0, b1 = 0;
+        for (float v : block) b2 += double(v) * v, b1 += std::fabs(double(v));
+        w_block2[n * bpr + b] = b2;
+        w_block1[n * bpr + b] = b1;
+        sum += b2;
       }
       w_norm[n] = std::sqrt(sum);
     }
   }
-  double err2 = 0, ref2 = 0, worst_excess = 0;
+  const bool int8_model = limits.rounding == ActivationRounding::int8_block32;
+  double err2 = 0, ref2 = 0, z2 = 0, worst_excess = 0;
   size_t worst = 0, failures = 0;
+  std::vector<double> step(bpr);  // d_b = amax_b / 127 of the checked row
   for (size_t i = 0; i < rows.size(); ++i) {
     double a2 = 0;
+    std::fill(step.begin(), step.end(), 0.0);
     for (size_t k = 0; k < c.k; ++k) {
       const double a = activation_at(r, rows[i] * c.k + k);
       a2 += a * a;
+      step[k / kMxfp4BlockSize] = std::max(step[k / kMxfp4BlockSize], std::fabs(a) / 127);
     }
     const double a_norm = std::sqrt(a2);
     for (size_t n = 0; n < c.n; ++n) {
@@ -285,9 +307,20 @@ inline void run_linear_case(const LinearKernel& kernel, const DeviceInfo& device
       const double diff = got - want;
       err2 += diff * diff;
       ref2 += want * want;
-      const double allowed = limits.max_rel * a_norm * w_norm[n] +
-                             (c.output == OutputFormat::bf16 ? std::fabs(want) / 256 : 0.0) +
-                             1e-30;
+      // F32 accumulation, and BF16 output rounding (half a step: 2^-9 of |want|).
+      const double f32_slack = 4e-6 * a_norm * w_norm[n];
+      const double out_slack = c.output == OutputFormat::bf16 ? std::fabs(want) / 256 : 0.0;
+      double allowed = limits.max_rel * a_norm * w_norm[n] + out_slack + 1e-30;
+      if (int8_model) {
+        double var = 0, bound = 0;
+        for (size_t b = 0; b < bpr; ++b) {
+          var += step[b] * step[b] / 12 * w_block2[n * bpr + b];
+          bound += step[b] / 2 * w_block1[n * bpr + b];
+        }
+        const double sd = std::sqrt(var + (out_slack / 2) * (out_slack / 2) / 3) + f32_slack + 1e-30;
+        allowed = std::min(7 * sd, bound + out_slack + f32_slack) + 1e-30;
+        z2 += diff / sd * (diff / sd);
+      }
       const double excess = std::fabs(diff) / allowed;
       if (!(excess <= 1.0)) {  // NaN fails here too
         if (failures++ == 0 || !(excess <= worst_excess)) {
@@ -297,10 +330,18 @@ inline void run_linear_case(const LinearKernel& kernel, const DeviceInfo& device
       }
     }
   }
-  const double nmse = ref2 > 0 ? err2 / ref2 : err2;
-  const double nmse_limit = c.output == OutputFormat::bf16 ? std::max(limits.nmse, 2e-5) : limits.nmse;
-  EXPECT_TRUE(nmse <= nmse_limit) << "NMSE " << nmse << " > " << nmse_limit << " over "
-                                   << rows.size() << " checked rows";
+  const size_t checked = rows.size() * c.n;
+  if (int8_model) {
+    const double rms = std::sqrt(z2 / double(checked));
+    const double limit = 1.25 * std::sqrt(1.0 + 8.0 / double(checked));
+    EXPECT_TRUE(rms <= limit) << "RMS of error / (expected rounding sd) " << rms << " > " << limit
+                              << " over " << checked << " checked elements";
+  } else {
+    const double nmse = ref2 > 0 ? err2 / ref2 : err2;
+    const double nmse_limit = c.output == OutputFormat::bf16 ? std::max(limits.nmse, 2e-5) : limits.nmse;
+    EXPECT_TRUE(nmse <= nmse_limit) << "NMSE " << nmse << " > " << nmse_limit << " over "
+                                     << rows.size() << " checked rows";
+  }
   EXPECT_EQ(failures, 0u) << failures << " elements beyond the max-error bound; worst at m="
                           << rows[worst / c.n] << " n=" << worst % c.n << ": got "
                           << output_at(out, c.output, rows[worst / c.n] * c.n + worst % c.n)

@@ -68,54 +68,69 @@ TEST(CpuSimd, EveryCompiledTargetThisCpuRuns) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
-// Scale codes at the ends of the range: 0 (2^-127, a subnormal), 1, 2, and NaN (255) rows.
-TEST(CpuSimd, ScaleExtremesAndNanRowsMatchCpuRef) {
-  const LinearKernel* simd = KernelRegistry::builtin().find("cpu_simd");
-  ASSERT_NE(simd, nullptr);
-  for (size_t m : {1, 3, 12}) {
-    LinearCase c{40, 96, m, true};
-    test::RandomLinear r = test::make_random_linear(c, test::linear_test_seed());
-    const uint8_t codes[] = {0, 1, 2, 120, 127, 134};
-    for (size_t i = 0; i < r.scales.size(); ++i) r.scales[i] = codes[i % 6];
-    r.scales[5 * 3 + 1] = 0xff;  // row 5 is all NaN
-    const auto ref = make_cpu_ref_kernel();
-    const auto ref_w = ref->prepare(r.desc, r.weights(), r.bias.data());
-    const auto simd_w = simd->prepare(r.desc, r.weights(), r.bias.data());
-    std::vector<float> want(m * c.n), got(m * c.n, std::numeric_limits<float>::quiet_NaN());
-    ref->apply(r.desc, *ref_w, {r.act.data(), m, c.activation}, {want.data(), c.output}, nullptr);
-    simd->apply(r.desc, *simd_w, {r.act.data(), m, c.activation}, {got.data(), c.output}, nullptr);
-    // The harness's element bound: 4e-6 * |a_m| * |w_n| (F32 accumulation error).
-    std::vector<float> w(c.n * c.k);
-    for (size_t i = 0; i < r.scales.size(); ++i)
-      if (r.scales[i] == 0xff) r.scales[i] = 127;  // norms of the finite rows only
-    mxfp4_dequantize(r.blocks.data(), r.scales.data(), c.n, c.k, w.data(), DType::F32);
-    for (size_t i = 0; i < want.size(); ++i) {
-      const size_t row = i / c.n, n = i % c.n;
-      if (n == 5) {
-        EXPECT_TRUE(std::isnan(got[i])) << "m=" << row;
-        continue;
+// Scale codes at the ends of the range: 0 (2^-127, a subnormal), 1, 2, and NaN (255) rows,
+// through every CPU kernel.
+TEST(CpuKernels, ScaleExtremesAndNanRowsMatchCpuRef) {
+  for (const LinearKernel* kernel : KernelRegistry::builtin().kernels(DeviceKind::cpu)) {
+    if (kernel->name() == "cpu_ref") continue;
+    if (!kernel->is_supported(cpu_device_info()).ok) continue;  // the grid shows the skip
+    SCOPED_TRACE(std::string(kernel->name()));
+    for (size_t m : {1, 3, 12}) {
+      LinearCase c{40, 96, m, true};
+      test::RandomLinear r = test::make_random_linear(c, test::linear_test_seed());
+      const uint8_t codes[] = {0, 1, 2, 120, 127, 134};
+      for (size_t i = 0; i < r.scales.size(); ++i) r.scales[i] = codes[i % 6];
+      r.scales[5 * 3 + 1] = 0xff;  // row 5 is all NaN
+      const auto ref = make_cpu_ref_kernel();
+      const auto ref_w = ref->prepare(r.desc, r.weights(), r.bias.data());
+      const auto kernel_w = kernel->prepare(r.desc, r.weights(), r.bias.data());
+      std::vector<float> want(m * c.n), got(m * c.n, std::numeric_limits<float>::quiet_NaN());
+      ref->apply(r.desc, *ref_w, {r.act.data(), m, c.activation}, {want.data(), c.output}, nullptr);
+      kernel->apply(r.desc, *kernel_w, {r.act.data(), m, c.activation}, {got.data(), c.output}, nullptr);
+      // The element bound: F32 accumulation, plus half an int8 step of the largest activation
+      // times |w_n|_1 for a kernel that rounds activations (the bound for any data).
+      const bool int8 = kernel->activation_rounding() == ActivationRounding::int8_block32;
+      std::vector<float> w(c.n * c.k);
+      for (size_t i = 0; i < r.scales.size(); ++i)
+        if (r.scales[i] == 0xff) r.scales[i] = 127;  // norms of the finite rows only
+      mxfp4_dequantize(r.blocks.data(), r.scales.data(), c.n, c.k, w.data(), DType::F32);
+      for (size_t i = 0; i < want.size(); ++i) {
+        const size_t row = i / c.n, n = i % c.n;
+        if (n == 5) {
+          EXPECT_TRUE(std::isnan(got[i])) << "m=" << row;
+          continue;
+        }
+        double a2 = 0, w2 = 0, amax = 0, w1 = 0;
+        for (size_t k = 0; k < c.k; ++k) {
+          const double a = test::activation_at(r, row * c.k + k);
+          a2 += a * a;
+          amax = std::max(amax, std::fabs(a));
+          w2 += double(w[n * c.k + k]) * w[n * c.k + k];
+          w1 += std::fabs(double(w[n * c.k + k]));
+        }
+        ASSERT_TRUE(std::isfinite(got[i])) << i;
+        const double allowed = 4e-6 * std::sqrt(a2 * w2) + (int8 ? amax / 254 * w1 : 0.0) + 1e-30;
+        EXPECT_NEAR(got[i], want[i], allowed) << "m=" << row << " n=" << n;
       }
-      double a2 = 0, w2 = 0;
-      for (size_t k = 0; k < c.k; ++k) {
-        a2 += test::activation_at(r, row * c.k + k) * test::activation_at(r, row * c.k + k);
-        w2 += double(w[n * c.k + k]) * w[n * c.k + k];
-      }
-      ASSERT_TRUE(std::isfinite(got[i])) << i;
-      EXPECT_NEAR(got[i], want[i], 4e-6 * std::sqrt(a2 * w2) + 1e-30) << "m=" << row << " n=" << n;
     }
   }
 }
 
-TEST(CpuSimd, OneLayoutServesEveryMBucket) {
-  // The registry gives cpu_simd every bucket, and Mxfp4Linear prepares its layout once.
+TEST(CpuKernels, OneLayoutServesEveryMBucket) {
+  // The registry gives one kernel every bucket, and Mxfp4Linear prepares its layout once.
   LinearCase c{64, 172, 1, true};
   const test::RandomLinear r = test::make_random_linear(c, 1);
   LinearDesc desc = r.desc;
   desc.max_m = 512;
-  Mxfp4Linear linear(desc, r.weights(), r.bias.data(), cpu_device_info(), {});
-  for (const KernelChoice& choice : linear.choices()) EXPECT_EQ(choice.kernel->name(), "cpu_simd");
-  // 64 rows -> 4 panels; 6 blocks of 272 bytes each; plus the bias.
-  EXPECT_EQ(linear.prepared_bytes(), 4u * 6 * 272 + 64 * 4);
+  Mxfp4Linear chosen(desc, r.weights(), r.bias.data(), cpu_device_info(), {});
+  ASSERT_FALSE(chosen.choices().empty());
+  const LinearKernel* first = chosen.choices().front().kernel;
+  for (const KernelChoice& choice : chosen.choices()) EXPECT_EQ(choice.kernel, first);
+  EXPECT_EQ(chosen.prepared_bytes(), first->prepare(desc, r.weights(), r.bias.data())->bytes());
+  // cpu_simd: 64 rows -> 4 panels; 6 blocks of 272 bytes each; plus the bias.
+  Mxfp4Linear simd(desc, r.weights(), r.bias.data(), cpu_device_info(),
+                   KernelOverrides::parse("cpu_simd"));
+  EXPECT_EQ(simd.prepared_bytes(), 4u * 6 * 272 + 64 * 4);
 }
 
 }  // namespace

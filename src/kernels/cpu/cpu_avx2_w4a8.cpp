@@ -1,0 +1,375 @@
+// cpu_avx2_w4a8: see cpu_avx2_w4a8.h for the arithmetic, the prepared layout and the work split.
+//
+// Only the functions marked NIBBLE_AVX2 use AVX2 instructions; everything else is baseline
+// x86-64, so the kernel object can be registered and asked is_supported() on any x86 CPU.
+#include "kernels/cpu/cpu_avx2_w4a8.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "base/error.h"
+#include "base/thread_pool.h"
+#include "format/e2m1.h"
+#include "format/float16.h"
+#include "format/mxfp4.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define NIBBLE_AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+namespace nibble {
+namespace {
+
+constexpr size_t kPanelRows = 8;     // one int32 lane per row in a 256-bit vector
+constexpr size_t kCodeBytes = 128;   // per (panel, block): 8 rows x 32 codes
+constexpr size_t kChunkRows = 8;     // activation rows multiplied per decoded load
+constexpr int kWeightOffset = 12;    // 2 * E2M1 + 12 is unsigned: 0..24
+// Codes of the panels a group works on while every chunk of 8 activation rows passes over
+// them: half of a Zen 3 / Zen 4 / Skylake-SP L2 (512 KB - 2 MB), so they are read from
+// memory once.
+constexpr size_t kGroupCodeBytes = 256 * 1024;
+
+// 2 * E2M1(code) + 12 for the 16 codes: the vpshufb table of the decode.
+constexpr uint8_t offset_code(size_t code) { return uint8_t(int(2 * kE2M1Values[code]) + kWeightOffset); }
+
+struct W4a8Weights final : PreparedWeights {
+  size_t n = 0, k = 0, panels = 0, blocks = 0;
+  std::vector<uint8_t> code_storage;  // codes [panel][block][128] from the first 64-byte boundary
+  uint8_t* codes = nullptr;
+  std::vector<uint8_t> scales;  // [panel][block][8]
+  std::vector<float> bias;
+  size_t bytes() const override {
+    return code_storage.size() + scales.size() + bias.size() * sizeof(float);
+  }
+};
+
+// One call, as the AVX2 code sees it.
+struct Problem {
+  const uint8_t* codes = nullptr;
+  const uint8_t* scales = nullptr;
+  size_t panels = 0, blocks = 0, n = 0, m = 0;
+  const int8_t* act_codes = nullptr;  // [m][blocks * 32], zero past K
+  const float* act_scales = nullptr;  // [m][blocks]: amax / 127 / 2 (the 2 of 2 * E2M1)
+  const int32_t* act_offsets = nullptr;  // [m][blocks]: 12 * sum of the block's codes
+  const float* bias = nullptr;
+  void* out = nullptr;
+  OutputFormat out_format = OutputFormat::f32;
+};
+
+void store_output(const Problem& p, size_t index, float value) {
+  if (p.out_format == OutputFormat::f32)
+    static_cast<float*>(p.out)[index] = value;
+  else
+    static_cast<uint16_t*>(p.out)[index] = f32_to_bf16(value);
+}
+
+#if defined(__x86_64__)
+
+// 2^(s - 127) for 8 E8M0 codes, exactly as e8m0_decode: 0 -> 2^-127 (subnormal), 255 -> NaN.
+NIBBLE_AVX2 inline __m256 decode_scales(const uint8_t* codes) {
+  const __m256i s = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes)));
+  __m256i bits = _mm256_slli_epi32(s, 23);
+  bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x00400000),
+                            _mm256_cmpeq_epi32(s, _mm256_setzero_si256()));
+  bits = _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x7fc00000),
+                            _mm256_cmpeq_epi32(s, _mm256_set1_epi32(255)));
+  return _mm256_castsi256_ps(bits);
+}
+
+NIBBLE_AVX2 inline __m256i broadcast_quad(const int8_t* p) {
+  int32_t quad;
+  std::memcpy(&quad, p, sizeof quad);
+  return _mm256_set1_epi32(quad);
+}
+
+// acc[m] = the F32 sums of panel `panel`'s 8 rows against activation rows m0 .. m0 + MM - 1.
+template <size_t MM>
+NIBBLE_AVX2 void panel_dot(const Problem& p, size_t panel, size_t m0, __m256* acc) {
+  const __m256i table = _mm256_setr_epi8(
+      offset_code(0), offset_code(1), offset_code(2), offset_code(3), offset_code(4),
+      offset_code(5), offset_code(6), offset_code(7), offset_code(8), offset_code(9),
+      offset_code(10), offset_code(11), offset_code(12), offset_code(13), offset_code(14),
+      offset_code(15), offset_code(0), offset_code(1), offset_code(2), offset_code(3),
+      offset_code(4), offset_code(5), offset_code(6), offset_code(7), offset_code(8),
+      offset_code(9), offset_code(10), offset_code(11), offset_code(12), offset_code(13),
+      offset_code(14), offset_code(15));
+  const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint8_t* codes = p.codes + panel * p.blocks * kCodeBytes;
+  const uint8_t* scales = p.scales + panel * p.blocks * kPanelRows;
+  const size_t stride = p.blocks * kMxfp4BlockSize;
+  for (size_t m = 0; m < MM; ++m) acc[m] = _mm256_setzero_ps();
+
+  for (size_t b = 0; b < p.blocks; ++b) {
+    __m256i lo[4], hi[4];  // lo[j]: quad j, hi[j]: quad j + 4, as offset bytes
+    for (size_t j = 0; j < 4; ++j) {
+      const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + b * kCodeBytes + 32 * j));
+      lo[j] = _mm256_shuffle_epi8(table, _mm256_and_si256(x, low_nibbles));
+      hi[j] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x, 4), low_nibbles));
+    }
+    const __m256 w_scale = decode_scales(scales + b * kPanelRows);
+    for (size_t m = 0; m < MM; ++m) {
+      const size_t row = m0 + m;
+      const int8_t* a = p.act_codes + row * stride + b * kMxfp4BlockSize;
+      // Four quads per 16-bit sum: |4 * 2 * 24 * 127| = 24384 < 32767, no saturation.
+      __m256i s0 = _mm256_maddubs_epi16(lo[0], broadcast_quad(a + 0));
+      s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[1], broadcast_quad(a + 4)));
+      s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[2], broadcast_quad(a + 8)));
+      s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[3], broadcast_quad(a + 12)));
+      __m256i s1 = _mm256_maddubs_epi16(hi[0], broadcast_quad(a + 16));
+      s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[1], broadcast_quad(a + 20)));
+      s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[2], broadcast_quad(a + 24)));
+      s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[3], broadcast_quad(a + 28)));
+      __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones));
+      dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(p.act_offsets[row * p.blocks + b]));
+      const __m256 scale = _mm256_mul_ps(w_scale, _mm256_set1_ps(p.act_scales[row * p.blocks + b]));
+      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[m]);
+    }
+  }
+}
+
+// Bias, output format and the ragged last panel.
+NIBBLE_AVX2 void write_panel(const Problem& p, size_t panel, size_t m0, size_t mm, const __m256* acc) {
+  const size_t first = panel * kPanelRows;
+  const size_t rows = std::min(kPanelRows, p.n - first);
+  alignas(32) float sums[kPanelRows];
+  for (size_t m = 0; m < mm; ++m) {
+    _mm256_store_ps(sums, acc[m]);
+    for (size_t r = 0; r < rows; ++r)
+      store_output(p, (m0 + m) * p.n + first + r, sums[r] + (p.bias ? p.bias[first + r] : 0.0f));
+  }
+}
+
+template <size_t MM>
+NIBBLE_AVX2 void panels_times_chunk(const Problem& p, size_t first_panel, size_t end_panel, size_t m0) {
+  __m256 acc[MM];
+  for (size_t panel = first_panel; panel < end_panel; ++panel) {
+    if (panel * kPanelRows >= p.n) break;
+    panel_dot<MM>(p, panel, m0, acc);
+    write_panel(p, panel, m0, MM, acc);
+  }
+}
+
+// Units [begin, end) of (panel group, chunk of 8 activation rows), group-major: consecutive
+// units of one thread reuse the group's codes from L2.
+NIBBLE_AVX2 void run_units(const Problem& p, size_t group_panels, size_t chunks, size_t begin, size_t end) {
+  for (size_t u = begin; u < end; ++u) {
+    const size_t first_panel = u / chunks * group_panels;
+    const size_t end_panel = std::min(p.panels, first_panel + group_panels);
+    const size_t m0 = u % chunks * kChunkRows;
+    switch (std::min(kChunkRows, p.m - m0)) {
+      case 1: panels_times_chunk<1>(p, first_panel, end_panel, m0); break;
+      case 2: panels_times_chunk<2>(p, first_panel, end_panel, m0); break;
+      case 3: panels_times_chunk<3>(p, first_panel, end_panel, m0); break;
+      case 4: panels_times_chunk<4>(p, first_panel, end_panel, m0); break;
+      case 5: panels_times_chunk<5>(p, first_panel, end_panel, m0); break;
+      case 6: panels_times_chunk<6>(p, first_panel, end_panel, m0); break;
+      case 7: panels_times_chunk<7>(p, first_panel, end_panel, m0); break;
+      default: panels_times_chunk<8>(p, first_panel, end_panel, m0); break;
+    }
+  }
+}
+
+// Activation rows [begin, end) to int8 codes per block (see the header), zero past K.
+NIBBLE_AVX2 void quantize_activations(const void* act, ActivationFormat format, size_t k,
+                                      size_t blocks, size_t begin, size_t end, int8_t* codes,
+                                      float* scales, int32_t* offsets) {
+  const __m256 magnitude_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 infinity = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+  const __m256i pack_order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  // Blocks whose largest magnitude is below 2^-100 are scaled up by 2^100 first (exact), so
+  // that 127 / amax stays finite down to the smallest subnormals.
+  constexpr float kTiny = 0x1p-100f, kLift = 0x1p100f;
+  alignas(32) float values[kMxfp4BlockSize];
+  for (size_t row = begin; row < end; ++row) {
+    for (size_t b = 0; b < blocks; ++b) {
+      const size_t k0 = b * kMxfp4BlockSize, count = std::min(kMxfp4BlockSize, k - k0);
+      __m256 v[4];
+      if (format == ActivationFormat::f32 && count == kMxfp4BlockSize) {
+        const float* src = static_cast<const float*>(act) + row * k + k0;
+        for (size_t i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(src + 8 * i);
+      } else if (format == ActivationFormat::bf16 && count == kMxfp4BlockSize) {
+        const uint16_t* src = static_cast<const uint16_t*>(act) + row * k + k0;
+        for (size_t i = 0; i < 4; ++i) {
+          const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 8 * i));
+          v[i] = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+        }
+      } else {
+        for (size_t i = 0; i < kMxfp4BlockSize; ++i)
+          values[i] = i >= count ? 0.0f
+                      : format == ActivationFormat::f32
+                          ? static_cast<const float*>(act)[row * k + k0 + i]
+                          : bf16_to_f32(static_cast<const uint16_t*>(act)[row * k + k0 + i]);
+        for (size_t i = 0; i < 4; ++i) v[i] = _mm256_load_ps(values + 8 * i);
+      }
+      __m256 amax8 = _mm256_setzero_ps();
+      int non_finite = 0;
+      for (size_t i = 0; i < 4; ++i) {
+        const __m256 a = _mm256_and_ps(v[i], magnitude_mask);
+        non_finite |= _mm256_movemask_ps(_mm256_cmp_ps(a, infinity, _CMP_NLT_UQ));  // Inf or NaN
+        amax8 = _mm256_max_ps(amax8, a);
+      }
+      __m128 amax4 = _mm_max_ps(_mm256_castps256_ps128(amax8), _mm256_extractf128_ps(amax8, 1));
+      amax4 = _mm_max_ps(amax4, _mm_movehl_ps(amax4, amax4));
+      amax4 = _mm_max_ss(amax4, _mm_shuffle_ps(amax4, amax4, 1));
+      float amax = _mm_cvtss_f32(amax4);
+
+      const size_t at = row * blocks + b;
+      int8_t* dst = codes + at * kMxfp4BlockSize;
+      if (non_finite || amax == 0.0f) {
+        std::memset(dst, 0, kMxfp4BlockSize);
+        scales[at] = non_finite ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+        offsets[at] = 0;
+        continue;
+      }
+      float unscale = 1.0f;
+      if (amax < kTiny) {
+        for (size_t i = 0; i < 4; ++i) v[i] = _mm256_mul_ps(v[i], _mm256_set1_ps(kLift));
+        amax *= kLift;
+        unscale = kTiny;
+      }
+      const __m256 inverse = _mm256_set1_ps(127.0f / amax);
+      __m256i q[4];
+      for (size_t i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inverse));  // half to even
+      const __m256i packed = _mm256_permutevar8x32_epi32(
+          _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])), pack_order);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), packed);
+      const __m256i sum8 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+      __m128i sum4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+      sum4 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0x4e));
+      sum4 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0xb1));
+      offsets[at] = kWeightOffset * _mm_cvtsi128_si32(sum4);
+      scales[at] = amax / 127.0f * 0.5f * unscale;
+    }
+  }
+}
+
+bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
+#endif  // __x86_64__
+
+// Per-thread scratch for the quantized activations, grown as needed and kept between calls.
+struct ActivationScratch {
+  std::vector<int8_t> codes;
+  std::vector<float> scales;
+  std::vector<int32_t> offsets;
+};
+
+class CpuAvx2W4a8Kernel final : public LinearKernel {
+ public:
+  std::string_view name() const override { return "cpu_avx2_w4a8"; }
+  DeviceKind device_kind() const override { return DeviceKind::cpu; }
+  std::string_view layout_id() const override { return "mxfp4_w4a8_panel8"; }
+  ActivationRounding activation_rounding() const override { return ActivationRounding::int8_block32; }
+
+  Check is_supported(const DeviceInfo& device) const override {
+    if (device.kind != DeviceKind::cpu)
+      return Check::no(fmt::format("runs on the CPU, not on {}", device_kind_name(device.kind)));
+#if defined(__x86_64__)
+    if (!cpu_has_avx2_fma()) return Check::no("needs an x86-64 CPU with AVX2 and FMA (x86-64-v3); this one has neither");
+    return Check::yes();
+#else
+    return Check::no("needs an x86-64 CPU with AVX2; this build is not for x86-64");
+#endif
+  }
+
+  // Any N, any K (padded to whole blocks), any M, F32 or BF16 in and out, with or without bias.
+  Check can_implement(const LinearDesc&) const override { return Check::yes(); }
+
+  std::unique_ptr<PreparedWeights> prepare(const LinearDesc& layer, const Mxfp4HostWeights& w,
+                                           const float* bias) const override {
+    auto prepared = std::make_unique<W4a8Weights>();
+    prepared->n = layer.n;
+    prepared->k = layer.k;
+    prepared->blocks = mxfp4_blocks_per_row(layer.k);
+    prepared->panels = (layer.n + kPanelRows - 1) / kPanelRows;
+    const size_t blocks = prepared->blocks;
+    // 64-byte aligned codes: no 32-byte load of a record crosses a cache line.
+    prepared->code_storage.assign(prepared->panels * blocks * kCodeBytes + 63, 0);
+    const auto address = reinterpret_cast<uintptr_t>(prepared->code_storage.data());
+    prepared->codes = prepared->code_storage.data() + (64 - address % 64) % 64;
+    prepared->scales.assign(prepared->panels * blocks * kPanelRows, 0);
+    ThreadPool::global().parallel_for(prepared->panels, 1, [&](size_t begin, size_t end, size_t) {
+      for (size_t p = begin; p < end; ++p)
+        for (size_t r = 0; r < kPanelRows && p * kPanelRows + r < layer.n; ++r) {
+          const size_t row = p * kPanelRows + r;
+          for (size_t b = 0; b < blocks; ++b) {
+            const uint8_t* src = w.blocks + (row * blocks + b) * kMxfp4BlockBytes;
+            uint8_t* dst = prepared->codes + (p * blocks + b) * kCodeBytes;
+            for (size_t e = 0; e < kMxfp4BlockSize; ++e) {
+              // Element e is the low nibble of source byte e / 2 when e is even, else the high.
+              const uint8_t code = e % 2 == 0 ? src[e / 2] & 0xf : src[e / 2] >> 4;
+              const size_t within = e % 16;  // quad within / 4, byte within % 4
+              dst[within / 4 * 32 + 4 * r + within % 4] |= e < 16 ? code : uint8_t(code << 4);
+            }
+            prepared->scales[(p * blocks + b) * kPanelRows + r] = w.scales[row * blocks + b];
+          }
+        }
+    });
+    if (layer.has_bias) prepared->bias.assign(bias, bias + layer.n);
+    return prepared;
+  }
+
+  void apply(const LinearDesc& layer, const PreparedWeights& prepared, const ActivationView& act,
+             const OutputView& out, void*) const override {
+    const auto& w = static_cast<const W4a8Weights&>(prepared);
+    if (act.m == 0 || layer.n == 0) return;
+    Problem p;
+    p.codes = w.codes;
+    p.scales = w.scales.data();
+    p.panels = w.panels;
+    p.blocks = w.blocks;
+    p.n = layer.n;
+    p.m = act.m;
+    p.bias = w.bias.empty() ? nullptr : w.bias.data();
+    p.out = out.data;
+    p.out_format = out.format;
+    if (layer.k == 0) {  // an empty sum: the bias alone
+      for (size_t i = 0; i < act.m * layer.n; ++i) store_output(p, i, p.bias ? p.bias[i % layer.n] : 0.0f);
+      return;
+    }
+#if defined(__x86_64__)
+    NIBBLE_CHECK(cpu_has_avx2_fma(), "cpu_avx2_w4a8 called on a CPU without AVX2 and FMA");
+    thread_local ActivationScratch scratch;
+    scratch.codes.resize(act.m * w.blocks * kMxfp4BlockSize);
+    scratch.scales.resize(act.m * w.blocks);
+    scratch.offsets.resize(act.m * w.blocks);
+    // The caller's scratch, by pointer: inside the workers' lambdas `scratch` would name theirs.
+    int8_t* codes = scratch.codes.data();
+    float* scales = scratch.scales.data();
+    int32_t* offsets = scratch.offsets.data();
+    ThreadPool& pool = ThreadPool::global();
+    // Quantizing a row costs about what multiplying it by 8 weight rows does: worth threads
+    // only for many rows.
+    pool.parallel_for(act.m, 16, [&](size_t begin, size_t end, size_t) {
+      quantize_activations(act.data, act.format, layer.k, w.blocks, begin, end, codes, scales, offsets);
+    });
+    p.act_codes = codes;
+    p.act_scales = scales;
+    p.act_offsets = offsets;
+
+    const size_t chunks = (act.m + kChunkRows - 1) / kChunkRows;
+    const size_t group_panels =
+        chunks == 1 ? 1 : std::max<size_t>(1, kGroupCodeBytes / (w.blocks * (kCodeBytes + kPanelRows)));
+    const size_t groups = (w.panels + group_panels - 1) / group_panels;
+    pool.parallel_for(groups * chunks, 1, [&](size_t begin, size_t end, size_t) {
+      run_units(p, group_panels, chunks, begin, end);
+    });
+#else
+    NIBBLE_THROW("cpu_avx2_w4a8 is not built for this CPU architecture");
+#endif
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<LinearKernel> make_cpu_avx2_w4a8_kernel() { return std::make_unique<CpuAvx2W4a8Kernel>(); }
+
+}  // namespace nibble

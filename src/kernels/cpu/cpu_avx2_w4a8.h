@@ -1,0 +1,46 @@
+// cpu_avx2_w4a8: MXFP4 weights x int8 activations on x86-64 CPUs with AVX2 (x86-64-v3),
+// integer dot products. The fastest CPU kernel where it runs; cpu_simd (F32 arithmetic, no
+// rounding of the activations) stays available by name (--mxfp4-kernel cpu_simd).
+//
+// Arithmetic. Each call quantizes its activations per 32-element block to int8 with an F32
+// scale (amax / 127, round half to even): the only rounding this kernel adds. The weights stay
+// exact: 2 * E2M1 is an integer in -12..12, stored with +12 so that it is unsigned (vpmaddubsw
+// multiplies unsigned by signed bytes); the dot product of a block is exact in int32, the +12
+// is taken out with 12 * sum(activation codes), and the two power-of-two-times-F32 scales are
+// applied once per block in F32. The error this adds to an output is at most
+// sqrt(32) / 254 * |a|_2 * |w|_2 (Cauchy-Schwarz over the blocks); for Gaussian activations
+// its standard deviation is about 5e-3 / sqrt(K) of |a|_2 * |w|_2: a small fraction of what MXFP4 weights cost (docs/quality.md).
+// A block with a non-finite activation makes its products NaN.
+//
+// Prepared layout "mxfp4_w4a8_panel8": rows regrouped into panels of 8 (the last padded with
+// zero codes, which decode to 0), and per (panel, block) 128 code bytes that one 32-byte load
+// at a time turns into two vectors of 8 rows x 4 consecutive k (an int32 lane per row, as
+// vpmaddwd sums them):
+//
+//   panel p (rows 8p..8p+7), block b (k = 32b..32b+31): codes[p][b], 128 bytes
+//
+//     load j (bytes 32j..32j+31), j = 0..3:   byte 4r + i  (row 8p+r, i = 0..3)
+//       low nibble  = code[row][32b + 4j + i]         -> quad j      (k 4j..4j+3)
+//       high nibble = code[row][32b + 16 + 4j + i]    -> quad j + 4  (k 16+4j..16+4j+3)
+//
+//   scales[p][b]: the 8 rows' E8M0 bytes, in a separate stream of 8 bytes per (panel, block).
+//
+// The same bytes as the checkpoint (17 per 32 weights, plus padding rows): every M reads this
+// one layout, so a layer holds one prepared copy.
+//
+// Work. A panel's 8 rows are accumulated against up to 8 activation rows at once: each
+// 32-byte load is decoded once (two vpshufb table lookups) and multiplied into every row.
+// M = 1..8 streams the weights once. Larger M runs in chunks of 8 rows over groups of panels
+// small enough to stay in L2 (256 KB of codes), so the weights are read from memory once and
+// decoded once per chunk, not per row.
+#pragma once
+
+#include <memory>
+
+#include "kernels/linear_kernel.h"
+
+namespace nibble {
+
+std::unique_ptr<LinearKernel> make_cpu_avx2_w4a8_kernel();
+
+}  // namespace nibble
