@@ -1,9 +1,11 @@
 // cpu_linear_bench: the CPU MXFP4 linear kernels on real layer shapes, against the machine's
 // read bandwidth and an OpenBLAS F32 GEMV/GEMM, all measured in the same run. Not a test.
 //
-//   cpu_linear_bench [--kernel cpu_simd] [--reps 5] [--shapes 4096x14336,2880x2880]
+//   cpu_linear_bench [--kernel cpu_avx2_w4a8,cpu_simd] [--reps 5] [--shapes 4096x14336,2880x2880]
 //                    [--m 1,2,4,8,64,512] [--threads 1,2]
 //
+// --kernel: one or more kernels, compared in the same run (default: every CPU kernel this
+// machine supports but cpu_ref, which is the oracle and 10-100x slower).
 // Each thread count runs in a child process (NIBBLE_THREADS=t; the thread pool is sized once
 // per process), which measures its own read bandwidth first. Weights are "cold": the MXFP4
 // layer is prepared into enough copies to pass >= 256 MB and each repetition uses the next
@@ -18,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -85,14 +88,33 @@ struct Shape {
   size_t n, k;
 };
 
-void run_child(const std::string& kernel_name, const std::vector<Shape>& shapes,
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  for (size_t start = 0; start < s.size();) {
+    size_t comma = s.find(',', start);
+    if (comma == std::string::npos) comma = s.size();
+    out.push_back(s.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string default_kernels() {
+  std::string names;
+  for (const LinearKernel* k : KernelRegistry::builtin().kernels(DeviceKind::cpu))
+    if (k->name() != "cpu_ref" && k->is_supported(cpu_device_info()).ok)
+      names += (names.empty() ? "" : ",") + std::string(k->name());
+  return names;
+}
+
+void run_child(const std::string& kernel_names, const std::vector<Shape>& shapes,
                const std::vector<size_t>& ms, int reps) {
   const size_t threads = ThreadPool::global().size();
   openblas_set_num_threads(int(threads));
   const double bw = read_bandwidth_gbs();
   fmt::print(stderr, "threads {}: read bandwidth {:.1f} GB/s\n", threads, bw);
   const DeviceInfo device = cpu_device_info();
-  const KernelOverrides force = KernelOverrides::parse(kernel_name);
+  const std::vector<std::string> kernels = split(kernel_names);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal(0.0f, 1.0f);
 
@@ -110,10 +132,12 @@ void run_child(const std::string& kernel_name, const std::vector<Shape>& shapes,
     desc.k = s.k;
     desc.max_m = max_m;
     const size_t copies = std::clamp<size_t>(size_t(256e6 / weight_bytes) + 1, 2, 64);
-    std::vector<std::unique_ptr<Mxfp4Linear>> layers;
-    for (size_t c = 0; c < copies; ++c)
-      layers.push_back(std::make_unique<Mxfp4Linear>(desc, Mxfp4HostWeights{blocks.data(), scales.data(), s.n, s.k},
-                                                     nullptr, device, force));
+    std::map<std::string, std::vector<std::unique_ptr<Mxfp4Linear>>> layers;
+    for (const std::string& kernel : kernels)
+      for (size_t c = 0; c < copies; ++c)
+        layers[kernel].push_back(std::make_unique<Mxfp4Linear>(
+            desc, Mxfp4HostWeights{blocks.data(), scales.data(), s.n, s.k}, nullptr, device,
+            KernelOverrides::parse(kernel)));
     // F32 baseline weights: the dequantized matrix, two copies.
     std::vector<std::vector<float>> wf(2, std::vector<float>(s.n * s.k));
     for (auto& copy : wf) mxfp4_dequantize(blocks.data(), scales.data(), s.n, s.k, copy.data(), DType::F32);
@@ -123,14 +147,7 @@ void run_child(const std::string& kernel_name, const std::vector<Shape>& shapes,
     for (size_t m : ms) {
       const double flops = 2.0 * m * s.n * s.k;
       const int r = flops > 2e10 ? std::max(3, reps / 2) : reps;
-      std::vector<double> ours, blas;
-      size_t next = 0;
-      for (int rep = -1; rep < r; ++rep) {  // rep -1: warm-up
-        const Mxfp4Linear& layer = *layers[next++ % copies];
-        const auto t0 = Clock::now();
-        layer.forward({act.data(), m, ActivationFormat::f32}, {out.data(), OutputFormat::f32});
-        if (rep >= 0) ours.push_back(seconds_since(t0));
-      }
+      std::vector<double> blas;
       for (int rep = -1; rep < r; ++rep) {
         const float* wb = wf[size_t(rep + 1) % 2].data();
         const auto t0 = Clock::now();
@@ -142,14 +159,25 @@ void run_child(const std::string& kernel_name, const std::vector<Shape>& shapes,
                       act.data(), int(s.k), wb, int(s.k), 0.0f, out.data(), int(s.n));
         if (rep >= 0) blas.push_back(seconds_since(t0));
       }
-      const double t = median(ours), tb = median(blas);
-      const double gbs = weight_bytes / t / 1e9;
-      fmt::print("| {}x{} | {} | {} | {:.0f} | {:.1f} | {:.0f}% | {:.1f} | {:.0f} | {:.2f}x |\n", s.n, s.k, m,
-                 threads, t * 1e6, gbs, 100 * gbs / bw, flops / t / 1e9, tb * 1e6, tb / t);
-      std::fflush(stdout);
+      const double tb = median(blas);
+      for (const std::string& kernel : kernels) {
+        std::vector<double> ours;
+        size_t next = 0;
+        for (int rep = -1; rep < r; ++rep) {  // rep -1: warm-up
+          const Mxfp4Linear& layer = *layers[kernel][next++ % copies];
+          const auto t0 = Clock::now();
+          layer.forward({act.data(), m, ActivationFormat::f32}, {out.data(), OutputFormat::f32});
+          if (rep >= 0) ours.push_back(seconds_since(t0));
+        }
+        const double t = median(ours);
+        const double gbs = weight_bytes / t / 1e9;
+        fmt::print("| {} | {}x{} | {} | {} | {:.0f} | {:.1f} | {:.0f}% | {:.1f} | {:.0f} | {:.2f}x |\n", kernel,
+                   s.n, s.k, m, threads, t * 1e6, gbs, 100 * gbs / bw, flops / t / 1e9, tb * 1e6, tb / t);
+        std::fflush(stdout);
+      }
     }
   }
-  fmt::print("| read bandwidth, {} threads | | | | {:.1f} GB/s | | | | |\n", threads, bw);
+  fmt::print("| read bandwidth, {} threads | | | | | {:.1f} GB/s | | | | |\n", threads, bw);
 }
 
 }  // namespace
@@ -157,7 +185,7 @@ void run_child(const std::string& kernel_name, const std::vector<Shape>& shapes,
 
 int main(int argc, char** argv) {
   using namespace nibble;
-  std::string kernel = "cpu_simd", shapes_arg = "4096x14336,5120x2880,2880x4096,5760x2880,2880x2880";
+  std::string kernel = default_kernels(), shapes_arg = "4096x14336,5120x2880,2880x4096,5760x2880,2880x2880";
   std::string ms_arg = "1,2,4,8,64,512", threads_arg = "1,2";
   int reps = 7;
   bool child = false;
@@ -190,10 +218,10 @@ int main(int argc, char** argv) {
       run_child(kernel, shapes, parse_list(ms_arg), reps);
       return 0;
     }
-    fmt::print("kernel {} on {} (SIMD target {}); medians of {} reps, weights cold\n\n", kernel,
+    fmt::print("kernels {} on {} (SIMD target {}); medians of {} reps, weights cold\n\n", kernel,
                cpu_device_info().name, cpu_device_info().cpu_simd_target, reps);
-    fmt::print("| shape NxK | M | threads | us | GB/s weights | % read BW | GFLOP/s | OpenBLAS F32 us | x OpenBLAS |\n");
-    fmt::print("|---|---|---|---|---|---|---|---|---|\n");
+    fmt::print("| kernel | shape NxK | M | threads | us | GB/s weights | % read BW | GFLOP/s | OpenBLAS F32 us | x OpenBLAS |\n");
+    fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
     std::fflush(stdout);
     for (size_t t : parse_list(threads_arg)) {
       const std::string cmd = fmt::format("NIBBLE_THREADS={} OPENBLAS_NUM_THREADS={} '{}' --child --kernel {} --shapes {} --m {} --reps {}",
