@@ -15,6 +15,7 @@
 #include "base/thread_pool.h"
 #include "format/float16.h"
 #include "format/mxfp4.h"
+#include "test_seed.h"
 
 namespace nibble {
 namespace {
@@ -95,8 +96,8 @@ void compare_paths(const Source& source, size_t rows, size_t k, ScaleRule rule, 
   }
 }
 
-void compare_on_random_tensors(ThreadPool& pool, const std::string& target) {
-  std::mt19937 rng(std::random_device{}());
+void compare_on_random_tensors(ThreadPool& pool, const std::string& target, uint64_t seed) {
+  std::mt19937 rng(seed);  // the same data on every target
   const size_t shapes[][2] = {{1, 32}, {3, 64}, {17, 96}, {5, 1000}, {64, 256}, {2, 31}, {7, 45},
                               {4, 2880}, {33, 129}};
   for (const auto& shape : shapes) {
@@ -123,6 +124,8 @@ void compare_on_random_tensors(ThreadPool& pool, const std::string& target) {
 }
 
 TEST(Mxfp4Simd, BitExactWithScalarOnEveryTarget) {
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
   ThreadPool pool(2);
   const auto targets = hwy::SupportedAndGeneratedTargets();
   ASSERT_FALSE(targets.empty());
@@ -132,7 +135,7 @@ TEST(Mxfp4Simd, BitExactWithScalarOnEveryTarget) {
     const std::string name = hwy::TargetName(target);
     std::printf("[   info   ] checking target %s\n", name.c_str());
     EXPECT_EQ(mxfp4_simd_target(), name);
-    compare_on_random_tensors(pool, name);
+    compare_on_random_tensors(pool, name, seed);
     if (HasFatalFailure()) break;
   }
   hwy::SetSupportedTargetsForTest(0);

@@ -17,6 +17,7 @@
 #include "format/e8m0.h"
 #include "format/float16.h"
 #include "format/mxfp4.h"
+#include "test_seed.h"
 
 namespace nibble {
 namespace {
@@ -164,7 +165,9 @@ std::vector<uint16_t> all_bf16_patterns(bool sorted, std::mt19937& rng) {
 }
 
 TEST(Mxfp4, AllBf16PatternsMatchTheReference) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng(seed);
   for (bool sorted : {false, true}) {
     const auto bits = all_bf16_patterns(sorted, rng);
     std::vector<double> values(bits.size());
@@ -193,7 +196,9 @@ TEST(Mxfp4, AllZeroBlockKeepsSignedZeros) {
 }
 
 TEST(Mxfp4, SubnormalBlocksFollowTheClampedScale) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng(seed);
   std::uniform_int_distribution<uint32_t> mantissa(1, 0x7fffff);
   std::vector<double> values(32 * 8);
   std::vector<float> source(values.size());
@@ -247,7 +252,9 @@ TEST(Mxfp4, InfOrNaNMakesANaNBlockAndStrictNamesTheBlock) {
 // ---- shapes and sources ---------------------------------------------------------------------
 
 TEST(Mxfp4, KNotAMultipleOf32IsZeroPadded) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (size_t k : {1, 31, 33, 45, 95, 100}) {
     const size_t rows = 5, rb = mxfp4_blocks_per_row(k);
@@ -267,7 +274,9 @@ TEST(Mxfp4, KNotAMultipleOf32IsZeroPadded) {
 }
 
 TEST(Mxfp4, Bf16F16AndF32SourcesAgree) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng(seed);
   const size_t rows = 16, k = 96;
   std::vector<uint16_t> f16(rows * k), bf16(rows * k);
   std::vector<float> from_f16(rows * k), from_bf16(rows * k);
@@ -287,7 +296,9 @@ TEST(Mxfp4, Bf16F16AndF32SourcesAgree) {
 }
 
 TEST(Mxfp4, ThreadCountDoesNotChangeTheResult) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 0.02f);
   const size_t rows = 37, k = 200, rb = mxfp4_blocks_per_row(k);
   std::vector<float> source(rows * k);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "base/error.h"
 #include "format/safetensors.h"
+#include "test_seed.h"
 
 namespace nibble {
 namespace {
@@ -134,7 +136,9 @@ void expect_same(const TensorView& view, const WrittenTensor& t) {
 
 TEST(Safetensors, RoundTripSingleFileKeepsBytesShapesDtypesAndMetadata) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   auto tensors = random_tensors(rng, 12);
   tensors.push_back({"scalar", DType::F32, {}, random_bytes(rng, 4)});
   tensors.push_back({"empty", DType::BF16, {0, 7}, {}});
@@ -171,7 +175,9 @@ TEST(Safetensors, RoundTripSingleFileKeepsBytesShapesDtypesAndMetadata) {
 }
 
 TEST(Safetensors, RoundTripThroughCheckpointSingleAndSharded) {
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const auto tensors = random_tensors(rng, 20);
   size_t total = 0, largest = 0;
   for (const auto& t : tensors) total += t.bytes.size(), largest = std::max(largest, t.bytes.size());
@@ -211,7 +217,9 @@ TEST(Safetensors, RoundTripThroughCheckpointSingleAndSharded) {
 
 TEST(Safetensors, CheckpointOfASingleFilePath) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const auto tensors = random_tensors(rng, 3);
   write_safetensors(dir / "x.safetensors", specs_of(tensors));
   Checkpoint checkpoint(dir / "x.safetensors");
@@ -221,7 +229,9 @@ TEST(Safetensors, CheckpointOfASingleFilePath) {
 
 TEST(Safetensors, RewritingSwitchesLayoutWithoutStaleFiles) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const auto first = random_tensors(rng, 6), second = random_tensors(rng, 6);
   write_checkpoint(dir.path(), specs_of(first));                 // single file
   write_checkpoint(dir.path(), specs_of(second), {}, 1);         // sharded: single file removed
@@ -238,7 +248,9 @@ TEST(Safetensors, RewritingSwitchesLayoutWithoutStaleFiles) {
 
 TEST(Safetensors, TensorSpecCopyPassesATensorThrough) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const auto tensors = random_tensors(rng, 4);
   write_safetensors(dir / "a.safetensors", specs_of(tensors));
   SafetensorsFile a(dir / "a.safetensors");
@@ -403,7 +415,9 @@ TEST(Safetensors, MissingFileAndDirectoryAreRefused) {
 
 TEST(Safetensors, EveryTruncationOfAValidFileIsRefusedCleanly) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const std::vector<WrittenTensor> tensors = {{"a", DType::BF16, {3, 5}, random_bytes(rng, 30)},
                                               {"b", DType::U8, {7}, random_bytes(rng, 7)},
                                               {"c", DType::F32, {2}, random_bytes(rng, 8)}};
@@ -418,7 +432,9 @@ TEST(Safetensors, EveryTruncationOfAValidFileIsRefusedCleanly) {
 
 TEST(Safetensors, RandomHeaderCorruptionNeverCrashes) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const std::vector<WrittenTensor> tensors = {{"a", DType::BF16, {3, 5}, random_bytes(rng, 30)},
                                               {"b", DType::U8, {7}, random_bytes(rng, 7)},
                                               {"c", DType::F32, {2}, random_bytes(rng, 8)}};
@@ -455,7 +471,9 @@ TEST(Safetensors, RandomHeaderCorruptionNeverCrashes) {
 class ShardedCheckpoint : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::mt19937_64 rng(std::random_device{}());
+    const uint64_t seed = test::test_seed();
+    trace_.emplace(__FILE__, __LINE__, test::seed_trace(seed));  // printed with any failure
+    std::mt19937_64 rng(seed);
     a_ = random_bytes(rng, 16);
     b_ = random_bytes(rng, 16);
     write_safetensors(dir_ / "s1.safetensors", {spec_of("a", DType::U8, {16}, a_)});
@@ -463,6 +481,7 @@ class ShardedCheckpoint : public ::testing::Test {
   }
   void index(const std::string& text) { write_bytes(dir_ / "model.safetensors.index.json", text); }
 
+  std::optional<testing::ScopedTrace> trace_;
   TempDir dir_;
   std::vector<uint8_t> a_, b_;
 };

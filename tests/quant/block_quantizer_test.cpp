@@ -9,6 +9,7 @@
 
 #include "format/mxfp4.h"
 #include "quant/block_quantizer.h"
+#include "test_seed.h"
 
 namespace nibble {
 namespace {
@@ -41,7 +42,9 @@ void expect_same_as_codec(const float* v, ScaleRule rule, const char* what) {
 }
 
 TEST(BlockQuantizer, RandomBlocksMatchTheCodecBitExactly) {
-  std::mt19937 gen(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 gen(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_int_distribution<int> exp_dist(-140, 120);
   float v[32];
@@ -53,7 +56,9 @@ TEST(BlockQuantizer, RandomBlocksMatchTheCodecBitExactly) {
 }
 
 TEST(BlockQuantizer, TiesSaturationZerosAndSpecials) {
-  std::mt19937 gen(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 gen(seed);
   // Every midpoint and grid value, scaled by a random power of two: the even-code tie rule.
   const float grid[] = {0, 0.25f, 0.5f, 0.75f, 1, 1.25f, 1.5f, 1.75f, 2, 2.5f, 3, 3.5f, 4, 5, 6, 7, 7.99f};
   std::uniform_int_distribution<int> pick(0, 16), exp_dist(-130, 120), sign(0, 1);
