@@ -222,34 +222,48 @@ TEST(Mxfp4, SubnormalBlocksFollowTheClampedScale) {
   EXPECT_EQ(packed[0], 0);
 }
 
+// Both paths: the vectorised mxfp4_quantize and the scalar reference mxfp4_quantize_scalar
+// (which has its own strict check).
 TEST(Mxfp4, InfOrNaNMakesANaNBlockAndStrictNamesTheBlock) {
   const float specials[] = {std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(),
                             std::numeric_limits<float>::quiet_NaN()};
-  for (float special : specials) {
-    const size_t rows = 4, k = 80;  // 3 blocks per row, the last one padded
-    std::vector<float> source(rows * k, 1.5f);
-    source[3 * k + 40] = special;  // row 3, block 1
-    std::vector<uint8_t> blocks(rows * 3 * 16), scales(rows * 3);
-    Mxfp4QuantizeOptions options;
-    options.tensor_name = "model.layers.7.mlp.down_proj.weight";
-    mxfp4_quantize(source.data(), DType::F32, rows, k, blocks.data(), scales.data(), options);
-    std::vector<float> out(rows * k);
-    mxfp4_dequantize(blocks.data(), scales.data(), rows, k, out.data(), DType::F32);
-    for (size_t i = 0; i < out.size(); ++i) {
-      const bool in_nan_block = i >= 3 * k + 32 && i < 3 * k + 64;
-      EXPECT_EQ(std::isnan(out[i]), in_nan_block) << "element " << i;
-    }
-    EXPECT_EQ(scales[3 * 3 + 1], 0xff);
+  for (const bool scalar : {false, true}) {
+    const auto quantize = scalar ? mxfp4_quantize_scalar : mxfp4_quantize;
+    const auto dequantize = [scalar](const uint8_t* b, const uint8_t* s, size_t rows, size_t k,
+                                     float* out) {
+      if (scalar) mxfp4_dequantize_scalar(b, s, rows, k, out, DType::F32);
+      else mxfp4_dequantize(b, s, rows, k, out, DType::F32);
+    };
+    for (float special : specials) {
+      SCOPED_TRACE(std::string(scalar ? "scalar" : "vectorised") + " path, special " +
+                   std::to_string(special));
+      const size_t rows = 4, k = 80;  // 3 blocks per row, the last one padded
+      std::vector<float> source(rows * k, 1.5f);
+      source[3 * k + 40] = special;  // row 3, block 1
+      source[3 * k + 70] = special;  // row 3, block 2 (the padded one): a later block
+      std::vector<uint8_t> blocks(rows * 3 * 16), scales(rows * 3);
+      Mxfp4QuantizeOptions options;
+      options.tensor_name = "model.layers.7.mlp.down_proj.weight";
+      quantize(source.data(), DType::F32, rows, k, blocks.data(), scales.data(), options);
+      std::vector<float> out(rows * k);
+      dequantize(blocks.data(), scales.data(), rows, k, out.data());
+      for (size_t i = 0; i < out.size(); ++i) {
+        const bool in_nan_block = i >= 3 * k + 32;
+        EXPECT_EQ(std::isnan(out[i]), in_nan_block) << "element " << i;
+      }
+      EXPECT_EQ(scales[3 * 3 + 1], 0xff);
+      EXPECT_EQ(scales[3 * 3 + 2], 0xff);
 
-    options.strict = true;
-    try {
-      mxfp4_quantize(source.data(), DType::F32, rows, k, blocks.data(), scales.data(), options);
-      ADD_FAILURE() << "strict quantization accepted " << special;
-    } catch (const Error& e) {
-      for (const char* fragment : {"model.layers.7.mlp.down_proj.weight", "row 3", "block 1",
-                                   "columns 32..63"})
-        EXPECT_NE(e.message().find(fragment), std::string::npos) << e.message();
+      options.strict = true;
+      try {
+        quantize(source.data(), DType::F32, rows, k, blocks.data(), scales.data(), options);
+        ADD_FAILURE() << "strict quantization accepted " << special;
+      } catch (const Error& e) {
+        EXPECT_NE(e.message().find("tensor 'model.layers.7.mlp.down_proj.weight': row 3, block 1 "
+                                   "(columns 32..63)"),
+                  std::string::npos) << e.message();
+      }
     }
   }
 }
