@@ -239,6 +239,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
   map_size_ = m.size;
   try {
     const auto* bytes = static_cast<const uint8_t*>(map_);
+    NIBBLE_CHECK(map_size_ > 0, "{}: file is empty (0 bytes; an interrupted write or download?)",
+                 where);
     NIBBLE_CHECK(map_size_ >= 8,
                  "{}: file is {} bytes, too short for the 8-byte header length (truncated?)",
                  where, map_size_);
@@ -250,6 +252,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
     NIBBLE_CHECK(header_len <= map_size_ - 8,
                  "{}: header length {} runs past the end of the file ({} bytes; truncated?)",
                  where, header_len, map_size_);
+    NIBBLE_CHECK(header_len > 0, "{}: header length is 0 (the header must be a JSON object, at "
+                 "least '{{}}')", where);
     const std::string_view text(reinterpret_cast<const char*>(bytes + 8), size_t(header_len));
     const json header = parse_json_strict(text, where);
     NIBBLE_CHECK(header.is_object(), "{}: header must be a JSON object, found {}", where,

@@ -307,10 +307,13 @@ TEST(Safetensors, WriterRefusesBadSpecs) {
 
 // ------------------------------------------------------------------------------ malformed files
 
+// `distinct` identifies the case: it must be in its message and in no other case's message.
+// `fragments` are further parts its message must hold (besides the file name).
 struct MalformedCase {
   const char* label;
   std::string bytes;
-  std::vector<std::string> fragments;  // besides the file name
+  std::string distinct;
+  std::vector<std::string> fragments;
 };
 
 std::vector<MalformedCase> malformed_corpus() {
@@ -320,91 +323,104 @@ std::vector<MalformedCase> malformed_corpus() {
     return raw_file("{" + entry + "}", data);
   };
   return {
-      {"empty file", "", {"too short"}},
-      {"five bytes", std::string(5, '\0'), {"too short"}},
-      {"header length past the end", raw_file("{}", "", 1000, true), {"header length 1000", "past the end"}},
-      {"header length huge", raw_file("{}", "", uint64_t(1) << 62, true), {"larger than"}},
-      {"header length 0", raw_file("", ""), {"not valid JSON"}},
-      {"bad JSON", raw_file("{\"w\":{", ""), {"not valid JSON"}},
-      {"invalid UTF-8", raw_file("{\"\xff\xfe\":1}", ""), {"not valid JSON"}},
-      {"header is an array", raw_file("[1,2]", ""), {"must be a JSON object", "array"}},
-      {"entry not an object", one(R"("w":[1])", ""), {"tensor 'w'", "must be an object"}},
+      {"empty file", "", "file is empty (0 bytes", {}},
+      {"five bytes", std::string(5, '\0'), "file is 5 bytes, too short for the 8-byte header length", {}},
+      {"header length past the end", raw_file("{}", "", 1000, true),
+       "header length 1000 runs past the end of the file (10 bytes", {}},
+      {"header length huge", raw_file("{}", "", uint64_t(1) << 62, true),
+       "header length 4611686018427387904 is larger than the 100000000-byte limit", {}},
+      {"header length 0", raw_file("", ""), "header length is 0", {}},
+      {"bad JSON", raw_file("{\"w\":{", ""), "unexpected end of input", {"header is not valid JSON"}},
+      {"invalid UTF-8", raw_file("{\"\xff\xfe\":1}", ""), "ill-formed UTF-8", {"header is not valid JSON"}},
+      {"header is an array", raw_file("[1,2]", ""), "header must be a JSON object, found array", {}},
+      {"entry not an object", one(R"("w":[1])", ""), "tensor 'w': entry must be an object", {"found array"}},
       {"unknown dtype", one(R"("w":{"dtype":"F4","shape":[2],"data_offsets":[0,1]})", "x"),
-       {"tensor 'w'", "field 'dtype'", "unknown dtype 'F4'"}},
+       "field 'dtype': unknown dtype 'F4'", {"tensor 'w'", "F8_E8M0"}},
       {"dtype not a string", one(R"("w":{"dtype":7,"shape":[2],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "'dtype' must be a string"}},
+       "field 'dtype' must be a string, found number", {"tensor 'w'"}},
       {"dtype missing", one(R"("w":{"shape":[2],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "'dtype' is missing"}},
+       "field 'dtype' is missing", {"tensor 'w'"}},
       {"shape missing", one(R"("w":{"dtype":"F32","data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "'shape' is missing"}},
+       "field 'shape' is missing", {"tensor 'w'"}},
       {"shape not an array", one(R"("w":{"dtype":"F32","shape":2,"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "'shape' must be an array"}},
+       "field 'shape' must be an array, found number", {"tensor 'w'"}},
       {"negative dimension", one(R"("w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "field 'shape'", "dimension 0", "-2"}},
+       "dimension 0 must be a non-negative integer, found -2", {"tensor 'w'", "field 'shape'"}},
       {"fractional dimension", one(R"("w":{"dtype":"F32","shape":[1,2.5],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "dimension 1", "2.5"}},
+       "dimension 1 must be a non-negative integer, found 2.5", {"tensor 'w'", "field 'shape'"}},
       {"shape overflows", one(R"("w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "overflows"}},
+       "field 'shape' [4294967296, 4294967296] overflows a 64-bit byte count", {"tensor 'w'"}},
       {"offsets missing", one(R"("w":{"dtype":"F32","shape":[2]})", eight),
-       {"tensor 'w'", "'data_offsets' is missing"}},
+       "field 'data_offsets' is missing", {"tensor 'w'"}},
       {"three offsets", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})", eight),
-       {"tensor 'w'", "'data_offsets' must be two"}},
+       "found [0,4,8]", {"tensor 'w'", "field 'data_offsets' must be two non-negative integers"}},
       {"negative offset", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]})", eight),
-       {"tensor 'w'", "'data_offsets' must be two"}},
+       "found [-8,0]", {"tensor 'w'", "field 'data_offsets' must be two non-negative integers"}},
       {"begin after end", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]})", eight),
-       {"tensor 'w'", "begin 8 is after end 0"}},
+       "begin 8 is after end 0", {"tensor 'w'", "field 'data_offsets'"}},
       {"offsets out of range", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]})", eight),
-       {"tensor 'w'", "field 'data_offsets'", "past the end of the data"}},
-      {"truncated data", one(ok_entry, "xxxx"), {"tensor 'w'", "past the end of the data", "truncated"}},
+       "[8, 16] runs past the end of the data (8 bytes", {"tensor 'w'", "field 'data_offsets'"}},
+      {"truncated data", one(ok_entry, "xxxx"), "[0, 8] runs past the end of the data (4 bytes",
+       {"tensor 'w'", "field 'data_offsets'", "truncated"}},
       {"shape/bytes mismatch", one(R"("w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "field 'shape' [3]", "needs 12 bytes", "span 8 bytes"}},
+       "field 'shape' [3] of F32 needs 12 bytes but 'data_offsets' [0, 8] span 8 bytes", {"tensor 'w'"}},
       {"dtype/bytes mismatch", one(R"("w":{"dtype":"F64","shape":[2],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "of F64 needs 16 bytes"}},
+       "field 'shape' [2] of F64 needs 16 bytes", {"tensor 'w'"}},
       {"overlapping offsets",
        raw_file(R"({"a":{"dtype":"U8","shape":[6],"data_offsets":[0,6]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})", eight),
-       {"tensor 'b'", "overlaps tensor 'a'"}},
+       "[4, 8] overlaps tensor 'a' (bytes [0, 6])", {"tensor 'b'"}},
       {"identical offsets",
        raw_file(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", eight),
-       {"overlaps tensor 'a'"}},
+       "[0, 8] overlaps tensor 'a' (bytes [0, 8])", {"tensor 'b'"}},
       {"gap between tensors",
        raw_file(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})", eight),
-       {"tensor 'b'", "leaving bytes [2, 4]"}},
-      {"trailing bytes", one(ok_entry, eight + "yy"), {"2 trailing bytes"}},
+       "leaving bytes [2, 4] of the data unused", {"tensor 'b'"}},
+      {"trailing bytes", one(ok_entry, eight + "yy"), "(2 trailing bytes)", {"cover 8 bytes of data"}},
       {"duplicate tensor names",
        raw_file(R"({"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"w":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})", eight),
-       {"tensor 'w' twice"}},
+       "header names tensor 'w' twice", {}},
       {"duplicate field",
        one(R"("w":{"dtype":"F32","dtype":"U8","shape":[2],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "field 'dtype' appears twice"}},
+       "field 'dtype' appears twice", {"tensor 'w'"}},
       {"unknown field", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"stride":[1]})", eight),
-       {"tensor 'w'", "unknown field 'stride'"}},
+       "unknown field 'stride'", {"tensor 'w'"}},
       {"empty tensor name", one(R"("":{"dtype":"U8","shape":[8],"data_offsets":[0,8]})", eight),
-       {"empty name"}},
+       "header has a tensor with an empty name", {}},
       {"metadata not an object", raw_file(R"({"__metadata__":[1],)" + ok_entry + "}", eight),
-       {"'__metadata__' must be an object"}},
+       "field '__metadata__' must be an object of strings, found array", {}},
       {"metadata value not a string", raw_file(R"({"__metadata__":{"step":5},)" + ok_entry + "}", eight),
-       {"'__metadata__'", "value of 'step' must be a string"}},
+       "value of 'step' must be a string, found number 5", {"field '__metadata__'"}},
   };
 }
 
 TEST(Safetensors, MalformedCorpusEachRefusedWithItsOwnMessage) {
   TempDir dir;
-  std::set<std::string> messages;
-  for (const auto& c : malformed_corpus()) {
+  const auto corpus = malformed_corpus();
+  std::vector<std::string> messages;
+  for (const auto& c : corpus) {
     SCOPED_TRACE(c.label);
     const fs::path path = dir / "bad.safetensors";
     write_bytes(path, c.bytes);
     std::vector<std::string> fragments = c.fragments;
+    fragments.push_back(c.distinct);
     fragments.push_back(path.string());
     expect_refused<SafetensorsFile>(path, fragments);
+    messages.emplace_back();
     try {
       SafetensorsFile f(path);
     } catch (const Error& e) {
-      messages.insert(e.message());
+      messages.back() = e.message();
     }
   }
-  // Every case has its own message (the corpus has no two cases with the same text).
-  EXPECT_EQ(messages.size(), malformed_corpus().size());
+  // Each case is told apart by its own fragment: no other case's message holds it.
+  for (size_t i = 0; i < corpus.size(); ++i) {
+    for (size_t j = 0; j < corpus.size(); ++j) {
+      if (i == j) continue;
+      EXPECT_EQ(messages[j].find(corpus[i].distinct), std::string::npos)
+          << "'" << corpus[i].distinct << "' (case " << corpus[i].label << ") is also in the "
+          << "message of case " << corpus[j].label << ": " << messages[j];
+    }
+  }
 }
 
 TEST(Safetensors, MissingFileAndDirectoryAreRefused) {
