@@ -246,6 +246,65 @@ TEST(Safetensors, RewritingSwitchesLayoutWithoutStaleFiles) {
   for (const auto& t : first) expect_same(checkpoint.at(t.name), t);
 }
 
+std::set<std::string> file_names(const fs::path& dir) {
+  std::set<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename().string());
+  return names;
+}
+
+std::set<std::string> shard_names(size_t n) {
+  std::set<std::string> names;
+  for (size_t i = 1; i <= n; ++i) names.insert(fmt::format("model-{:05}-of-{:05}.safetensors", i, n));
+  return names;
+}
+
+TEST(Safetensors, RewritingWithFewerShardsRemovesTheStaleShards) {
+  TempDir dir;
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const auto six = random_tensors(rng, 6), three = random_tensors(rng, 3);
+  write_bytes(dir / "notes.txt", "kept");                      // not a checkpoint file
+  write_bytes(dir / "other.safetensors", "kept");              // no shard name, in no index
+  const std::set<std::string> unrelated = {"notes.txt", "other.safetensors"};
+  const auto expect_files = [&](std::set<std::string> names) {
+    names.insert(unrelated.begin(), unrelated.end());
+    EXPECT_EQ(file_names(dir.path()), names);
+  };
+
+  write_checkpoint(dir.path(), specs_of(six), {}, 1);          // one shard per tensor
+  auto names = shard_names(6);
+  names.insert("model.safetensors.index.json");
+  expect_files(names);
+
+  write_checkpoint(dir.path(), specs_of(three), {}, 1);        // 3 shards: the 6 old ones go
+  names = shard_names(3);
+  names.insert("model.safetensors.index.json");
+  expect_files(names);
+  {
+    Checkpoint checkpoint(dir.path());
+    ASSERT_EQ(checkpoint.tensors().size(), three.size());
+    for (const auto& t : three) expect_same(checkpoint.at(t.name), t);
+  }
+
+  write_checkpoint(dir.path(), specs_of(six));                 // single file: shards and index go
+  expect_files({"model.safetensors"});
+
+  // A shard left by an interrupted write (no index names it) and shards named otherwise by
+  // another tool's index go too; the files that index does not name stay.
+  fs::remove(dir / "model.safetensors");
+  write_safetensors(dir / "part-a.safetensors", specs_of({six[0]}));
+  write_safetensors(dir / "model-00002-of-00007.safetensors", specs_of({six[1]}));
+  write_bytes(dir / "model.safetensors.index.json",
+              fmt::format(R"({{"weight_map":{{"{}":"part-a.safetensors"}}}})", six[0].name));
+  write_checkpoint(dir.path(), specs_of(three), {}, 1);
+  names = shard_names(3);
+  names.insert("model.safetensors.index.json");
+  expect_files(names);
+  Checkpoint checkpoint(dir.path());
+  for (const auto& t : three) expect_same(checkpoint.at(t.name), t);
+}
+
 TEST(Safetensors, TensorSpecCopyPassesATensorThrough) {
   TempDir dir;
   const uint64_t seed = test::test_seed();
