@@ -2,23 +2,30 @@
 // to a multi-threaded memcpy of the same BF16 bytes measured in the same run. Cold: the buffers
 // are several times larger than the L3 cache, so every pass streams from memory.
 //
-//   format_quantize_bench [--mib 256] [--k 2880] [--reps 7] [--threads 1,2]
+//   format_quantize_bench [--mib 256] [--k 2880] [--reps 7] [--threads 1,2] [--help]
 //
+// The header line names the commit, the build type, the CPU and the Highway target the codec
+// dispatched to. An unknown flag, a flag without its value or a value that is not a positive
+// number is an error (exit 2, with the usage).
 // GB/s counts the BF16 bytes (input of quantize, output of dequantize); "x copy" is the copy's
 // time over the op's time for the same bytes and threads. Median and sd over the repetitions,
 // which are interleaved across the ops so that all of them see the same machine load.
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "base/cpu_features.h"
 #include "base/thread_pool.h"
+#include "build_info.h"
 #include "format/float16.h"
 #include "format/mxfp4.h"
 
@@ -40,10 +47,10 @@ Stats stats_of(std::vector<double> t) {
 
 // Times every op `reps` times, interleaved (op 1, op 2, ..., op 1, ...), so that the baseline
 // and the ops see the same machine conditions (on a shared machine, load comes and goes).
-std::vector<Stats> time_interleaved(int reps, const std::vector<std::function<void()>>& ops) {
+std::vector<Stats> time_interleaved(size_t reps, const std::vector<std::function<void()>>& ops) {
   for (const auto& op : ops) op();  // warm-up: page faults, thread start
   std::vector<std::vector<double>> t(ops.size());
-  for (int r = 0; r < reps; ++r) {
+  for (size_t r = 0; r < reps; ++r) {
     for (size_t i = 0; i < ops.size(); ++i) {
       const auto start = Clock::now();
       ops[i]();
@@ -55,27 +62,60 @@ std::vector<Stats> time_interleaved(int reps, const std::vector<std::function<vo
   return out;
 }
 
+const char* kUsage =
+    "usage: format_quantize_bench [--mib N] [--k K] [--reps R] [--threads T1,T2,...] [--help]\n"
+    "  --mib N        size of the BF16 source in MiB (default 256; keep it several times the L3)\n"
+    "  --k K          row length, elements (default 2880)\n"
+    "  --reps R       timed repetitions per op, interleaved (default 7)\n"
+    "  --threads LIST thread counts to run, comma-separated (default 1,2)\n";
+
+// A positive decimal integer, or nullopt (empty, signs, trailing characters, zero, overflow).
+std::optional<size_t> parse_positive(const std::string& text) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), nullptr, 10);
+  if (errno == ERANGE || v == 0) return std::nullopt;
+  return size_t(v);
+}
+
+[[noreturn]] void usage_error(const std::string& what) {
+  std::fprintf(stderr, "format_quantize_bench: %s\n%s", what.c_str(), kUsage);
+  std::exit(2);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  size_t mib = 256, k = 2880;
-  int reps = 7;
+  size_t mib = 256, k = 2880, reps = 7;
   std::vector<size_t> thread_counts = {1, 2};
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i], value = argv[i + 1];
-    if (flag == "--mib") mib = std::stoul(value);
-    else if (flag == "--k") k = std::stoul(value);
-    else if (flag == "--reps") reps = std::stoi(value);
-    else if (flag == "--threads") {
-      thread_counts.clear();
-      for (size_t p = 0; p < value.size();) {
-        const size_t q = value.find(',', p);
-        thread_counts.push_back(std::stoul(value.substr(p, q - p)));
-        p = q == std::string::npos ? value.size() : q + 1;
-      }
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::printf("%s", kUsage);
+      return 0;
+    }
+    if (flag != "--mib" && flag != "--k" && flag != "--reps" && flag != "--threads")
+      usage_error("unknown flag '" + flag + "'");
+    if (i + 1 >= argc) usage_error("flag " + flag + " needs a value");
+    const std::string value = argv[++i];
+    const auto number = [&](const std::string& text) {
+      const auto v = parse_positive(text);
+      if (!v) usage_error(flag + " takes a positive integer, not '" + text + "'");
+      return *v;
+    };
+    if (flag == "--mib") {
+      mib = number(value);
+    } else if (flag == "--k") {
+      k = number(value);
+    } else if (flag == "--reps") {
+      reps = number(value);
     } else {
-      std::fprintf(stderr, "unknown flag %s\n", flag.c_str());
-      return 2;
+      thread_counts.clear();
+      for (size_t p = 0; p <= value.size();) {
+        const size_t q = std::min(value.find(',', p), value.size());
+        thread_counts.push_back(number(value.substr(p, q - p)));
+        p = q + 1;
+      }
     }
   }
   const size_t rows = std::max<size_t>(1, (mib << 20) / (2 * k));
@@ -92,9 +132,12 @@ int main(int argc, char** argv) {
   std::memset(copy.data(), 1, bytes);
   std::memset(out.data(), 1, bytes);
 
-  std::printf("CPU: %s, SIMD target %s; [%zu, %zu] BF16 = %.0f MiB (scales and blocks %.0f MiB)\n\n",
-              nibble::cpu_model_name().c_str(), nibble::mxfp4_simd_target().c_str(), rows, k,
-              bytes / 1048576.0, (blocks.size() + scales.size()) / 1048576.0);
+  const nibble::BuildInfo& build = nibble::build_info();
+  std::printf("nibble %s, commit %s (%s build); CPU: %s, MXFP4 codec SIMD target %s\n",
+              build.version, build.commit, build.build_type, nibble::cpu_model_name().c_str(),
+              nibble::mxfp4_simd_target().c_str());
+  std::printf("[%zu, %zu] BF16 = %.0f MiB (scales and blocks %.0f MiB); medians of %zu reps\n\n",
+              rows, k, bytes / 1048576.0, (blocks.size() + scales.size()) / 1048576.0, reps);
   std::printf("| op | threads | median ms | sd ms | GB/s (BF16 bytes) | x copy |\n");
   std::printf("|---|---|---|---|---|---|\n");
   for (size_t threads : thread_counts) {

@@ -35,6 +35,17 @@
 //   - the top of the F32 range: with the ceil rule, |x| >= 3.5 * 2^126 (about 2.98e38, only
 //     the largest BF16/F32 values) rounds to 4 * 2^126 = 2^128, which decodes to +-Inf in F32
 //     and BF16. The OCP rule never does (it saturates such a block's maximum to 6 * 2^125).
+//
+// Decoding (F32 or BF16 output), for every scale code and element code:
+//   - element = e2m1 * 2^(scale - 127) in F32. The products have at most two significant bits,
+//     so each one from 2^-128 (0.5 under scale code 0, an F32 and BF16 subnormal) up to
+//     1.5 * 2^127 is exact in F32 and in BF16; zeros keep their sign.
+//   - products of 2^128 and more overflow to +-Inf: scale code 254 (2^127) with |e2m1| >= 2
+//     (e.g. 6 * 2^127), scale code 253 (2^126) with |e2m1| >= 4. From finite input the
+//     quantizer writes scale codes up to 252 with the OCP rule and 253 with the ceil rule (whose
+//     only overflow is the 2^128 case above); the other overflowing pairs come only from
+//     checkpoints written elsewhere.
+//   - scale code 255 (NaN) decodes every element of its block to NaN, whatever its code.
 #pragma once
 
 #include <cstddef>

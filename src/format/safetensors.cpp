@@ -239,6 +239,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
   map_size_ = m.size;
   try {
     const auto* bytes = static_cast<const uint8_t*>(map_);
+    NIBBLE_CHECK(map_size_ > 0, "{}: file is empty (0 bytes; an interrupted write or download?)",
+                 where);
     NIBBLE_CHECK(map_size_ >= 8,
                  "{}: file is {} bytes, too short for the 8-byte header length (truncated?)",
                  where, map_size_);
@@ -250,6 +252,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path
     NIBBLE_CHECK(header_len <= map_size_ - 8,
                  "{}: header length {} runs past the end of the file ({} bytes; truncated?)",
                  where, header_len, map_size_);
+    NIBBLE_CHECK(header_len > 0, "{}: header length is 0 (the header must be a JSON object, at "
+                 "least '{{}}')", where);
     const std::string_view text(reinterpret_cast<const char*>(bytes + 8), size_t(header_len));
     const json header = parse_json_strict(text, where);
     NIBBLE_CHECK(header.is_object(), "{}: header must be a JSON object, found {}", where,
@@ -499,6 +503,59 @@ void check_specs(const std::filesystem::path& path, const std::vector<TensorSpec
   }
 }
 
+// "model-00001-of-00003.safetensors": the shard names this writer (and Transformers) uses.
+bool is_shard_name(const std::string& name) {
+  const std::string prefix = "model-", middle = "-of-", suffix = ".safetensors";
+  if (name.size() != prefix.size() + 5 + middle.size() + 5 + suffix.size()) return false;
+  const auto digits = [&](size_t at) {
+    return std::all_of(name.begin() + long(at), name.begin() + long(at + 5),
+                       [](char c) { return c >= '0' && c <= '9'; });
+  };
+  return name.starts_with(prefix) && digits(prefix.size()) &&
+         name.compare(prefix.size() + 5, middle.size(), middle) == 0 &&
+         digits(prefix.size() + 5 + middle.size()) && name.ends_with(suffix);
+}
+
+// The shard files an earlier write may have left in `directory`: those named by its index
+// (read before the new one replaces it; unreadable indexes are ignored) and every file with
+// the shard name pattern (an interrupted write leaves shards without an index).
+std::set<std::string> existing_shards(const std::filesystem::path& directory) {
+  namespace fs = std::filesystem;
+  std::set<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(directory, ec))
+    if (is_shard_name(entry.path().filename().string())) names.insert(entry.path().filename().string());
+  const fs::path index_path = directory / kIndexName;
+  if (!fs::is_regular_file(index_path, ec)) return names;
+  try {
+    const Mapping m = map_file(index_path);
+    std::string text;
+    if (m.address) {
+      text.assign(static_cast<const char*>(m.address), m.size);
+      ::munmap(m.address, m.size);
+    }
+    const json index = json::parse(text);
+    for (const auto& [tensor, shard] : index.at("weight_map").items()) {
+      (void)tensor;
+      const std::string& file = shard.get_ref<const std::string&>();
+      // Only plain .safetensors names beside the index (as the reader accepts), never the
+      // index itself.
+      if (file.find('/') == std::string::npos && file.ends_with(".safetensors")) names.insert(file);
+    }
+  } catch (const std::exception&) {
+    // Not an index this writer can read: only the pattern decides.
+  }
+  return names;
+}
+
+// Removes the shards of an earlier write that the checkpoint just written does not name.
+void remove_stale_shards(const std::filesystem::path& directory, const std::set<std::string>& before,
+                         const std::set<std::string>& written) {
+  std::error_code ec;
+  for (const std::string& name : before)
+    if (!written.count(name) && name != kSingleName) std::filesystem::remove(directory / name, ec);
+}
+
 }  // namespace
 
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorSpec>& tensors,
@@ -542,9 +599,11 @@ void write_checkpoint(const std::filesystem::path& directory, const std::vector<
   check_specs(directory, tensors);
   uint64_t total = 0;
   for (const TensorSpec& t : tensors) total += t.nbytes();
+  const std::set<std::string> old_shards = existing_shards(directory);
   if (max_shard_bytes == 0 || total <= max_shard_bytes) {
     write_safetensors(directory / kSingleName, tensors, metadata);
     fs::remove(directory / kIndexName, ec);  // a stale index from an earlier sharded write
+    remove_stale_shards(directory, old_shards, {});
     return;
   }
   // Greedy, in order: a shard closes when the next tensor would take it past the limit; a
@@ -561,10 +620,12 @@ void write_checkpoint(const std::filesystem::path& directory, const std::vector<
     shard_bytes += n;
   }
   json weight_map = json::object();
+  std::set<std::string> written;
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string name = fmt::format("model-{:05}-of-{:05}.safetensors", s + 1, shards.size());
     write_safetensors(directory / name, shards[s], metadata);
     for (const TensorSpec& t : shards[s]) weight_map[t.name] = name;
+    written.insert(name);
   }
   json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   const std::string text = index.dump(2) + "\n";
@@ -573,6 +634,7 @@ void write_checkpoint(const std::filesystem::path& directory, const std::vector<
   out.commit();
   // A stale single file would shadow the shards (readers look for it first).
   fs::remove(directory / kSingleName, ec);
+  remove_stale_shards(directory, old_shards, written);
 }
 
 }  // namespace nibble

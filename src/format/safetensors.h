@@ -112,9 +112,11 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
 // Writes a checkpoint into `directory` (which must exist): one model.safetensors when it
 // fits in max_shard_bytes (0: no limit), else model-0000i-of-0000n.safetensors shards and
 // model.safetensors.index.json (metadata.total_size, weight_map), written last. Each file is
-// written atomically as above; `metadata` goes into every file's __metadata__. A file of the
-// other layout left by an earlier write (model.safetensors, or the index) is removed once the
-// new files are in place, so that Checkpoint cannot read stale tensors.
+// written atomically as above; `metadata` goes into every file's __metadata__. Files of an
+// earlier write that the new checkpoint does not use are removed once the new files are in
+// place, so that neither Checkpoint nor a tool globbing *.safetensors reads stale tensors:
+// model.safetensors or the index of the other layout, and every shard that the old index named
+// or that has the shard name pattern but is not one of the new shards.
 void write_checkpoint(const std::filesystem::path& directory, const std::vector<TensorSpec>& tensors,
                       const std::map<std::string, std::string>& metadata = {},
                       size_t max_shard_bytes = 0);

@@ -1,10 +1,14 @@
 // The vectorised, multi-threaded tensor codec is bit-exact with the scalar reference, on every
 // Highway target this CPU can run (each forced in turn), on random data of every source dtype,
-// both scale rules, shapes with and without padding, and blocks with Inf/NaN.
+// both scale rules, shapes with and without padding, and blocks with Inf/NaN; and every E8M0
+// scale code times every E2M1 code dequantizes, on every target and the scalar path, to a
+// double-precision reference written here.
 #include <gtest/gtest.h>
 #include <hwy/highway.h>
 #include <hwy/targets.h>
 
+#include <bit>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -15,6 +19,7 @@
 #include "base/thread_pool.h"
 #include "format/float16.h"
 #include "format/mxfp4.h"
+#include "test_seed.h"
 
 namespace nibble {
 namespace {
@@ -95,8 +100,8 @@ void compare_paths(const Source& source, size_t rows, size_t k, ScaleRule rule, 
   }
 }
 
-void compare_on_random_tensors(ThreadPool& pool, const std::string& target) {
-  std::mt19937 rng(std::random_device{}());
+void compare_on_random_tensors(ThreadPool& pool, const std::string& target, uint64_t seed) {
+  std::mt19937 rng(seed);  // the same data on every target
   const size_t shapes[][2] = {{1, 32}, {3, 64}, {17, 96}, {5, 1000}, {64, 256}, {2, 31}, {7, 45},
                               {4, 2880}, {33, 129}};
   for (const auto& shape : shapes) {
@@ -122,8 +127,11 @@ void compare_on_random_tensors(ThreadPool& pool, const std::string& target) {
     compare_paths(source, 256, 256, rule, pool, target + " all BF16 patterns");
 }
 
-TEST(Mxfp4Simd, BitExactWithScalarOnEveryTarget) {
-  ThreadPool pool(2);
+// Runs check(target name) once per Highway target that this CPU supports and this build
+// compiled, each forced in turn (on an AVX2-only x86: AVX2, SSE4, SSSE3, SCALAR; AVX3 joins on
+// an AVX-512 machine), then restores the normal dispatch.
+template <class Check>
+void for_each_target(const Check& check) {
   const auto targets = hwy::SupportedAndGeneratedTargets();
   ASSERT_FALSE(targets.empty());
   for (int64_t target : targets) {
@@ -132,11 +140,86 @@ TEST(Mxfp4Simd, BitExactWithScalarOnEveryTarget) {
     const std::string name = hwy::TargetName(target);
     std::printf("[   info   ] checking target %s\n", name.c_str());
     EXPECT_EQ(mxfp4_simd_target(), name);
-    compare_on_random_tensors(pool, name);
-    if (HasFatalFailure()) break;
+    check(name);
+    if (testing::Test::HasFatalFailure()) break;
   }
   hwy::SetSupportedTargetsForTest(0);
   hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
+TEST(Mxfp4Simd, BitExactWithScalarOnEveryTarget) {
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  ThreadPool pool(2);
+  for_each_target([&](const std::string& name) { compare_on_random_tensors(pool, name, seed); });
+}
+
+// ---- every E8M0 scale code x every E2M1 code, through the tensor dequantizer -----------------
+
+// What element code `code` under scale code `scale` decodes to, from the OCP MX definitions
+// alone: (-1)^sign * {0, 0.5, 1, 1.5, 2, 3, 4, 6}[code & 7] * 2^(scale - 127) in double, NaN for
+// scale 255, then as F32. The products have at most two significant bits, so every one below
+// 2^128 is an F32 (and a BF16) exactly, and the ones from 2^128 up round to +-Inf (mxfp4.h).
+float ref_decoded(uint8_t scale, uint8_t code) {
+  if (scale == 255) return std::numeric_limits<float>::quiet_NaN();
+  const double grid[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+  const double magnitude = grid[code & 7] * std::ldexp(1.0, int(scale) - 127);
+  const double value = code & 8 ? -magnitude : magnitude;
+  if (magnitude >= std::ldexp(1.0, 128)) return float(code & 8 ? -HUGE_VAL : HUGE_VAL);
+  return float(value);
+}
+
+TEST(Mxfp4Simd, EveryScaleCodeTimesEveryElementCodeDequantizesToTheReference) {
+  // 256 blocks in a [16, 512] tensor: block b has scale code b, and byte j holds code j (even
+  // element) and code 15 - j (odd element), so every element code sits at both parities.
+  const size_t rows = 16, k = 512, n = rows * k;
+  std::vector<uint8_t> blocks(256 * 16), scales(256);
+  for (size_t b = 0; b < 256; ++b) {
+    scales[b] = uint8_t(b);
+    for (size_t j = 0; j < 16; ++j) blocks[b * 16 + j] = uint8_t((15 - j) << 4 | j);
+  }
+  const auto code_of = [](size_t i) {
+    const size_t j = i % 32 / 2;
+    return uint8_t(i % 2 ? 15 - j : j);
+  };
+  // The reference itself: exact below 2^128 and the Inf pairs mxfp4.h names.
+  size_t infinities = 0;
+  for (size_t i = 0; i < 512; ++i) infinities += std::isinf(ref_decoded(uint8_t(i / 32 + 240), code_of(i)));
+  // Scale 253: +-4, +-6 (4 codes); scale 254: +-2, +-3, +-4, +-6 (8 codes); each at 2 elements.
+  ASSERT_EQ(infinities, 2u * (4 + 8));
+  ASSERT_EQ(ref_decoded(254, 3), std::ldexp(1.5f, 127));  // the largest finite product
+  ASSERT_EQ(ref_decoded(252, 7), std::ldexp(1.5f, 127));
+  ASSERT_EQ(ref_decoded(0, 9), -std::ldexp(1.0f, -128));  // the smallest: an F32 subnormal
+
+  const auto check = [&](const std::string& path, const auto& dequantize) {
+    std::vector<float> f32(n, 1.0f);
+    std::vector<uint16_t> bf16(n, 0x3f80);  // poisoned with 1.0
+    dequantize(f32.data(), DType::F32);
+    dequantize(bf16.data(), DType::BF16);
+    size_t mismatches = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t scale = uint8_t(i / 32), code = code_of(i);
+      const float want = ref_decoded(scale, code);
+      const float got[2] = {f32[i], std::bit_cast<float>(uint32_t(bf16[i]) << 16)};
+      for (int o = 0; o < 2; ++o) {
+        const bool ok = std::isnan(want) ? std::isnan(got[o])
+                                         : std::bit_cast<uint32_t>(want) == std::bit_cast<uint32_t>(got[o]);
+        if (!ok && ++mismatches <= 8)
+          ADD_FAILURE() << path << (o ? ", BF16 out" : ", F32 out") << ": scale code " << int(scale)
+                        << " x E2M1 code " << int(code) << " gave " << got[o] << ", want " << want;
+      }
+    }
+    EXPECT_EQ(mismatches, 0u) << path;
+  };
+  check("mxfp4_dequantize_scalar", [&](void* out, DType dtype) {
+    mxfp4_dequantize_scalar(blocks.data(), scales.data(), rows, k, out, dtype);
+  });
+  ThreadPool pool(2);
+  for_each_target([&](const std::string& target) {
+    check("mxfp4_dequantize on " + target, [&](void* out, DType dtype) {
+      mxfp4_dequantize(blocks.data(), scales.data(), rows, k, out, dtype, &pool);
+    });
+  });
 }
 
 TEST(Mxfp4Simd, ReportsTheBestTarget) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -17,11 +18,16 @@
 #include "format/e8m0.h"
 #include "format/float16.h"
 #include "format/mxfp4.h"
+#include "test_seed.h"
 
 namespace nibble {
 namespace {
 
 const double kGrid[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+
+// BF16 is the top half of an F32: decoded here with bit_cast, not with the library's
+// bf16_to_f32 (which is under test through the BF16 source and output paths).
+float ref_bf16_value(uint16_t bits) { return std::bit_cast<float>(uint32_t(bits) << 16); }
 
 // ---- the independent reference (double precision, no code shared with src/format) --------
 
@@ -109,7 +115,7 @@ void check_path(const std::vector<double>& values, size_t rows, size_t k, ScaleR
         ok &= blocks[at * 16 + j] == uint8_t(ref.codes[2 * j] | ref.codes[2 * j + 1] << 4);
       for (size_t i = 0; i < count; ++i) {
         const float want = ref_value(ref, i), got = out[r * k + first + i];
-        const float got_bf16 = bf16_to_f32(out_bf16[r * k + first + i]);
+        const float got_bf16 = ref_bf16_value(out_bf16[r * k + first + i]);
         if (std::isnan(want)) {
           ok &= std::isnan(got) && std::isnan(got_bf16);
         } else {
@@ -164,11 +170,13 @@ std::vector<uint16_t> all_bf16_patterns(bool sorted, std::mt19937& rng) {
 }
 
 TEST(Mxfp4, AllBf16PatternsMatchTheReference) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng(seed);
   for (bool sorted : {false, true}) {
     const auto bits = all_bf16_patterns(sorted, rng);
     std::vector<double> values(bits.size());
-    for (size_t i = 0; i < bits.size(); ++i) values[i] = bf16_to_f32(bits[i]);
+    for (size_t i = 0; i < bits.size(); ++i) values[i] = ref_bf16_value(bits[i]);
     for (ScaleRule rule : {ScaleRule::ocp, ScaleRule::ceil})
       check_tensor(values, 64, 1024, rule, bits.data(), DType::BF16,
                    sorted ? "all BF16, sorted" : "all BF16, shuffled");
@@ -193,7 +201,9 @@ TEST(Mxfp4, AllZeroBlockKeepsSignedZeros) {
 }
 
 TEST(Mxfp4, SubnormalBlocksFollowTheClampedScale) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng(seed);
   std::uniform_int_distribution<uint32_t> mantissa(1, 0x7fffff);
   std::vector<double> values(32 * 8);
   std::vector<float> source(values.size());
@@ -212,34 +222,48 @@ TEST(Mxfp4, SubnormalBlocksFollowTheClampedScale) {
   EXPECT_EQ(packed[0], 0);
 }
 
+// Both paths: the vectorised mxfp4_quantize and the scalar reference mxfp4_quantize_scalar
+// (which has its own strict check).
 TEST(Mxfp4, InfOrNaNMakesANaNBlockAndStrictNamesTheBlock) {
   const float specials[] = {std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(),
                             std::numeric_limits<float>::quiet_NaN()};
-  for (float special : specials) {
-    const size_t rows = 4, k = 80;  // 3 blocks per row, the last one padded
-    std::vector<float> source(rows * k, 1.5f);
-    source[3 * k + 40] = special;  // row 3, block 1
-    std::vector<uint8_t> blocks(rows * 3 * 16), scales(rows * 3);
-    Mxfp4QuantizeOptions options;
-    options.tensor_name = "model.layers.7.mlp.down_proj.weight";
-    mxfp4_quantize(source.data(), DType::F32, rows, k, blocks.data(), scales.data(), options);
-    std::vector<float> out(rows * k);
-    mxfp4_dequantize(blocks.data(), scales.data(), rows, k, out.data(), DType::F32);
-    for (size_t i = 0; i < out.size(); ++i) {
-      const bool in_nan_block = i >= 3 * k + 32 && i < 3 * k + 64;
-      EXPECT_EQ(std::isnan(out[i]), in_nan_block) << "element " << i;
-    }
-    EXPECT_EQ(scales[3 * 3 + 1], 0xff);
+  for (const bool scalar : {false, true}) {
+    const auto quantize = scalar ? mxfp4_quantize_scalar : mxfp4_quantize;
+    const auto dequantize = [scalar](const uint8_t* b, const uint8_t* s, size_t rows, size_t k,
+                                     float* out) {
+      if (scalar) mxfp4_dequantize_scalar(b, s, rows, k, out, DType::F32);
+      else mxfp4_dequantize(b, s, rows, k, out, DType::F32);
+    };
+    for (float special : specials) {
+      SCOPED_TRACE(std::string(scalar ? "scalar" : "vectorised") + " path, special " +
+                   std::to_string(special));
+      const size_t rows = 4, k = 80;  // 3 blocks per row, the last one padded
+      std::vector<float> source(rows * k, 1.5f);
+      source[3 * k + 40] = special;  // row 3, block 1
+      source[3 * k + 70] = special;  // row 3, block 2 (the padded one): a later block
+      std::vector<uint8_t> blocks(rows * 3 * 16), scales(rows * 3);
+      Mxfp4QuantizeOptions options;
+      options.tensor_name = "model.layers.7.mlp.down_proj.weight";
+      quantize(source.data(), DType::F32, rows, k, blocks.data(), scales.data(), options);
+      std::vector<float> out(rows * k);
+      dequantize(blocks.data(), scales.data(), rows, k, out.data());
+      for (size_t i = 0; i < out.size(); ++i) {
+        const bool in_nan_block = i >= 3 * k + 32;
+        EXPECT_EQ(std::isnan(out[i]), in_nan_block) << "element " << i;
+      }
+      EXPECT_EQ(scales[3 * 3 + 1], 0xff);
+      EXPECT_EQ(scales[3 * 3 + 2], 0xff);
 
-    options.strict = true;
-    try {
-      mxfp4_quantize(source.data(), DType::F32, rows, k, blocks.data(), scales.data(), options);
-      ADD_FAILURE() << "strict quantization accepted " << special;
-    } catch (const Error& e) {
-      for (const char* fragment : {"model.layers.7.mlp.down_proj.weight", "row 3", "block 1",
-                                   "columns 32..63"})
-        EXPECT_NE(e.message().find(fragment), std::string::npos) << e.message();
+      options.strict = true;
+      try {
+        quantize(source.data(), DType::F32, rows, k, blocks.data(), scales.data(), options);
+        ADD_FAILURE() << "strict quantization accepted " << special;
+      } catch (const Error& e) {
+        EXPECT_NE(e.message().find("tensor 'model.layers.7.mlp.down_proj.weight': row 3, block 1 "
+                                   "(columns 32..63)"),
+                  std::string::npos) << e.message();
+      }
     }
   }
 }
@@ -247,7 +271,9 @@ TEST(Mxfp4, InfOrNaNMakesANaNBlockAndStrictNamesTheBlock) {
 // ---- shapes and sources ---------------------------------------------------------------------
 
 TEST(Mxfp4, KNotAMultipleOf32IsZeroPadded) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (size_t k : {1, 31, 33, 45, 95, 100}) {
     const size_t rows = 5, rb = mxfp4_blocks_per_row(k);
@@ -267,7 +293,9 @@ TEST(Mxfp4, KNotAMultipleOf32IsZeroPadded) {
 }
 
 TEST(Mxfp4, Bf16F16AndF32SourcesAgree) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng(seed);
   const size_t rows = 16, k = 96;
   std::vector<uint16_t> f16(rows * k), bf16(rows * k);
   std::vector<float> from_f16(rows * k), from_bf16(rows * k);
@@ -276,7 +304,7 @@ TEST(Mxfp4, Bf16F16AndF32SourcesAgree) {
     do f16[i] = uint16_t(rng()); while ((f16[i] & 0x7c00) == 0x7c00);   // finite F16
     do bf16[i] = uint16_t(rng()); while ((bf16[i] & 0x7f80) == 0x7f80); // finite BF16
     values_f16[i] = from_f16[i] = fp16_to_f32(f16[i]);
-    values_bf16[i] = from_bf16[i] = bf16_to_f32(bf16[i]);
+    values_bf16[i] = from_bf16[i] = ref_bf16_value(bf16[i]);
   }
   for (ScaleRule rule : {ScaleRule::ocp, ScaleRule::ceil}) {
     check_tensor(values_f16, rows, k, rule, f16.data(), DType::F16, "F16 source");
@@ -287,7 +315,9 @@ TEST(Mxfp4, Bf16F16AndF32SourcesAgree) {
 }
 
 TEST(Mxfp4, ThreadCountDoesNotChangeTheResult) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 0.02f);
   const size_t rows = 37, k = 200, rb = mxfp4_blocks_per_row(k);
   std::vector<float> source(rows * k);

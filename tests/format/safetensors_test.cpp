@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "base/error.h"
 #include "format/safetensors.h"
+#include "test_seed.h"
 
 namespace nibble {
 namespace {
@@ -134,7 +136,9 @@ void expect_same(const TensorView& view, const WrittenTensor& t) {
 
 TEST(Safetensors, RoundTripSingleFileKeepsBytesShapesDtypesAndMetadata) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   auto tensors = random_tensors(rng, 12);
   tensors.push_back({"scalar", DType::F32, {}, random_bytes(rng, 4)});
   tensors.push_back({"empty", DType::BF16, {0, 7}, {}});
@@ -171,7 +175,9 @@ TEST(Safetensors, RoundTripSingleFileKeepsBytesShapesDtypesAndMetadata) {
 }
 
 TEST(Safetensors, RoundTripThroughCheckpointSingleAndSharded) {
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const auto tensors = random_tensors(rng, 20);
   size_t total = 0, largest = 0;
   for (const auto& t : tensors) total += t.bytes.size(), largest = std::max(largest, t.bytes.size());
@@ -211,7 +217,9 @@ TEST(Safetensors, RoundTripThroughCheckpointSingleAndSharded) {
 
 TEST(Safetensors, CheckpointOfASingleFilePath) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const auto tensors = random_tensors(rng, 3);
   write_safetensors(dir / "x.safetensors", specs_of(tensors));
   Checkpoint checkpoint(dir / "x.safetensors");
@@ -221,7 +229,9 @@ TEST(Safetensors, CheckpointOfASingleFilePath) {
 
 TEST(Safetensors, RewritingSwitchesLayoutWithoutStaleFiles) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const auto first = random_tensors(rng, 6), second = random_tensors(rng, 6);
   write_checkpoint(dir.path(), specs_of(first));                 // single file
   write_checkpoint(dir.path(), specs_of(second), {}, 1);         // sharded: single file removed
@@ -236,9 +246,70 @@ TEST(Safetensors, RewritingSwitchesLayoutWithoutStaleFiles) {
   for (const auto& t : first) expect_same(checkpoint.at(t.name), t);
 }
 
+std::set<std::string> file_names(const fs::path& dir) {
+  std::set<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename().string());
+  return names;
+}
+
+std::set<std::string> shard_names(size_t n) {
+  std::set<std::string> names;
+  for (size_t i = 1; i <= n; ++i) names.insert(fmt::format("model-{:05}-of-{:05}.safetensors", i, n));
+  return names;
+}
+
+TEST(Safetensors, RewritingWithFewerShardsRemovesTheStaleShards) {
+  TempDir dir;
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
+  const auto six = random_tensors(rng, 6), three = random_tensors(rng, 3);
+  write_bytes(dir / "notes.txt", "kept");                      // not a checkpoint file
+  write_bytes(dir / "other.safetensors", "kept");              // no shard name, in no index
+  const std::set<std::string> unrelated = {"notes.txt", "other.safetensors"};
+  const auto expect_files = [&](std::set<std::string> names) {
+    names.insert(unrelated.begin(), unrelated.end());
+    EXPECT_EQ(file_names(dir.path()), names);
+  };
+
+  write_checkpoint(dir.path(), specs_of(six), {}, 1);          // one shard per tensor
+  auto names = shard_names(6);
+  names.insert("model.safetensors.index.json");
+  expect_files(names);
+
+  write_checkpoint(dir.path(), specs_of(three), {}, 1);        // 3 shards: the 6 old ones go
+  names = shard_names(3);
+  names.insert("model.safetensors.index.json");
+  expect_files(names);
+  {
+    Checkpoint checkpoint(dir.path());
+    ASSERT_EQ(checkpoint.tensors().size(), three.size());
+    for (const auto& t : three) expect_same(checkpoint.at(t.name), t);
+  }
+
+  write_checkpoint(dir.path(), specs_of(six));                 // single file: shards and index go
+  expect_files({"model.safetensors"});
+
+  // A shard left by an interrupted write (no index names it) and shards named otherwise by
+  // another tool's index go too; the files that index does not name stay.
+  fs::remove(dir / "model.safetensors");
+  write_safetensors(dir / "part-a.safetensors", specs_of({six[0]}));
+  write_safetensors(dir / "model-00002-of-00007.safetensors", specs_of({six[1]}));
+  write_bytes(dir / "model.safetensors.index.json",
+              fmt::format(R"({{"weight_map":{{"{}":"part-a.safetensors"}}}})", six[0].name));
+  write_checkpoint(dir.path(), specs_of(three), {}, 1);
+  names = shard_names(3);
+  names.insert("model.safetensors.index.json");
+  expect_files(names);
+  Checkpoint checkpoint(dir.path());
+  for (const auto& t : three) expect_same(checkpoint.at(t.name), t);
+}
+
 TEST(Safetensors, TensorSpecCopyPassesATensorThrough) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const auto tensors = random_tensors(rng, 4);
   write_safetensors(dir / "a.safetensors", specs_of(tensors));
   SafetensorsFile a(dir / "a.safetensors");
@@ -295,10 +366,13 @@ TEST(Safetensors, WriterRefusesBadSpecs) {
 
 // ------------------------------------------------------------------------------ malformed files
 
+// `distinct` identifies the case: it must be in its message and in no other case's message.
+// `fragments` are further parts its message must hold (besides the file name).
 struct MalformedCase {
   const char* label;
   std::string bytes;
-  std::vector<std::string> fragments;  // besides the file name
+  std::string distinct;
+  std::vector<std::string> fragments;
 };
 
 std::vector<MalformedCase> malformed_corpus() {
@@ -308,91 +382,104 @@ std::vector<MalformedCase> malformed_corpus() {
     return raw_file("{" + entry + "}", data);
   };
   return {
-      {"empty file", "", {"too short"}},
-      {"five bytes", std::string(5, '\0'), {"too short"}},
-      {"header length past the end", raw_file("{}", "", 1000, true), {"header length 1000", "past the end"}},
-      {"header length huge", raw_file("{}", "", uint64_t(1) << 62, true), {"larger than"}},
-      {"header length 0", raw_file("", ""), {"not valid JSON"}},
-      {"bad JSON", raw_file("{\"w\":{", ""), {"not valid JSON"}},
-      {"invalid UTF-8", raw_file("{\"\xff\xfe\":1}", ""), {"not valid JSON"}},
-      {"header is an array", raw_file("[1,2]", ""), {"must be a JSON object", "array"}},
-      {"entry not an object", one(R"("w":[1])", ""), {"tensor 'w'", "must be an object"}},
+      {"empty file", "", "file is empty (0 bytes", {}},
+      {"five bytes", std::string(5, '\0'), "file is 5 bytes, too short for the 8-byte header length", {}},
+      {"header length past the end", raw_file("{}", "", 1000, true),
+       "header length 1000 runs past the end of the file (10 bytes", {}},
+      {"header length huge", raw_file("{}", "", uint64_t(1) << 62, true),
+       "header length 4611686018427387904 is larger than the 100000000-byte limit", {}},
+      {"header length 0", raw_file("", ""), "header length is 0", {}},
+      {"bad JSON", raw_file("{\"w\":{", ""), "unexpected end of input", {"header is not valid JSON"}},
+      {"invalid UTF-8", raw_file("{\"\xff\xfe\":1}", ""), "ill-formed UTF-8", {"header is not valid JSON"}},
+      {"header is an array", raw_file("[1,2]", ""), "header must be a JSON object, found array", {}},
+      {"entry not an object", one(R"("w":[1])", ""), "tensor 'w': entry must be an object", {"found array"}},
       {"unknown dtype", one(R"("w":{"dtype":"F4","shape":[2],"data_offsets":[0,1]})", "x"),
-       {"tensor 'w'", "field 'dtype'", "unknown dtype 'F4'"}},
+       "field 'dtype': unknown dtype 'F4'", {"tensor 'w'", "F8_E8M0"}},
       {"dtype not a string", one(R"("w":{"dtype":7,"shape":[2],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "'dtype' must be a string"}},
+       "field 'dtype' must be a string, found number", {"tensor 'w'"}},
       {"dtype missing", one(R"("w":{"shape":[2],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "'dtype' is missing"}},
+       "field 'dtype' is missing", {"tensor 'w'"}},
       {"shape missing", one(R"("w":{"dtype":"F32","data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "'shape' is missing"}},
+       "field 'shape' is missing", {"tensor 'w'"}},
       {"shape not an array", one(R"("w":{"dtype":"F32","shape":2,"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "'shape' must be an array"}},
+       "field 'shape' must be an array, found number", {"tensor 'w'"}},
       {"negative dimension", one(R"("w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "field 'shape'", "dimension 0", "-2"}},
+       "dimension 0 must be a non-negative integer, found -2", {"tensor 'w'", "field 'shape'"}},
       {"fractional dimension", one(R"("w":{"dtype":"F32","shape":[1,2.5],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "dimension 1", "2.5"}},
+       "dimension 1 must be a non-negative integer, found 2.5", {"tensor 'w'", "field 'shape'"}},
       {"shape overflows", one(R"("w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "overflows"}},
+       "field 'shape' [4294967296, 4294967296] overflows a 64-bit byte count", {"tensor 'w'"}},
       {"offsets missing", one(R"("w":{"dtype":"F32","shape":[2]})", eight),
-       {"tensor 'w'", "'data_offsets' is missing"}},
+       "field 'data_offsets' is missing", {"tensor 'w'"}},
       {"three offsets", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0,4,8]})", eight),
-       {"tensor 'w'", "'data_offsets' must be two"}},
+       "found [0,4,8]", {"tensor 'w'", "field 'data_offsets' must be two non-negative integers"}},
       {"negative offset", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]})", eight),
-       {"tensor 'w'", "'data_offsets' must be two"}},
+       "found [-8,0]", {"tensor 'w'", "field 'data_offsets' must be two non-negative integers"}},
       {"begin after end", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]})", eight),
-       {"tensor 'w'", "begin 8 is after end 0"}},
+       "begin 8 is after end 0", {"tensor 'w'", "field 'data_offsets'"}},
       {"offsets out of range", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]})", eight),
-       {"tensor 'w'", "field 'data_offsets'", "past the end of the data"}},
-      {"truncated data", one(ok_entry, "xxxx"), {"tensor 'w'", "past the end of the data", "truncated"}},
+       "[8, 16] runs past the end of the data (8 bytes", {"tensor 'w'", "field 'data_offsets'"}},
+      {"truncated data", one(ok_entry, "xxxx"), "[0, 8] runs past the end of the data (4 bytes",
+       {"tensor 'w'", "field 'data_offsets'", "truncated"}},
       {"shape/bytes mismatch", one(R"("w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "field 'shape' [3]", "needs 12 bytes", "span 8 bytes"}},
+       "field 'shape' [3] of F32 needs 12 bytes but 'data_offsets' [0, 8] span 8 bytes", {"tensor 'w'"}},
       {"dtype/bytes mismatch", one(R"("w":{"dtype":"F64","shape":[2],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "of F64 needs 16 bytes"}},
+       "field 'shape' [2] of F64 needs 16 bytes", {"tensor 'w'"}},
       {"overlapping offsets",
        raw_file(R"({"a":{"dtype":"U8","shape":[6],"data_offsets":[0,6]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})", eight),
-       {"tensor 'b'", "overlaps tensor 'a'"}},
+       "[4, 8] overlaps tensor 'a' (bytes [0, 6])", {"tensor 'b'"}},
       {"identical offsets",
        raw_file(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", eight),
-       {"overlaps tensor 'a'"}},
+       "[0, 8] overlaps tensor 'a' (bytes [0, 8])", {"tensor 'b'"}},
       {"gap between tensors",
        raw_file(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})", eight),
-       {"tensor 'b'", "leaving bytes [2, 4]"}},
-      {"trailing bytes", one(ok_entry, eight + "yy"), {"2 trailing bytes"}},
+       "leaving bytes [2, 4] of the data unused", {"tensor 'b'"}},
+      {"trailing bytes", one(ok_entry, eight + "yy"), "(2 trailing bytes)", {"cover 8 bytes of data"}},
       {"duplicate tensor names",
        raw_file(R"({"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"w":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})", eight),
-       {"tensor 'w' twice"}},
+       "header names tensor 'w' twice", {}},
       {"duplicate field",
        one(R"("w":{"dtype":"F32","dtype":"U8","shape":[2],"data_offsets":[0,8]})", eight),
-       {"tensor 'w'", "field 'dtype' appears twice"}},
+       "field 'dtype' appears twice", {"tensor 'w'"}},
       {"unknown field", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"stride":[1]})", eight),
-       {"tensor 'w'", "unknown field 'stride'"}},
+       "unknown field 'stride'", {"tensor 'w'"}},
       {"empty tensor name", one(R"("":{"dtype":"U8","shape":[8],"data_offsets":[0,8]})", eight),
-       {"empty name"}},
+       "header has a tensor with an empty name", {}},
       {"metadata not an object", raw_file(R"({"__metadata__":[1],)" + ok_entry + "}", eight),
-       {"'__metadata__' must be an object"}},
+       "field '__metadata__' must be an object of strings, found array", {}},
       {"metadata value not a string", raw_file(R"({"__metadata__":{"step":5},)" + ok_entry + "}", eight),
-       {"'__metadata__'", "value of 'step' must be a string"}},
+       "value of 'step' must be a string, found number 5", {"field '__metadata__'"}},
   };
 }
 
 TEST(Safetensors, MalformedCorpusEachRefusedWithItsOwnMessage) {
   TempDir dir;
-  std::set<std::string> messages;
-  for (const auto& c : malformed_corpus()) {
+  const auto corpus = malformed_corpus();
+  std::vector<std::string> messages;
+  for (const auto& c : corpus) {
     SCOPED_TRACE(c.label);
     const fs::path path = dir / "bad.safetensors";
     write_bytes(path, c.bytes);
     std::vector<std::string> fragments = c.fragments;
+    fragments.push_back(c.distinct);
     fragments.push_back(path.string());
     expect_refused<SafetensorsFile>(path, fragments);
+    messages.emplace_back();
     try {
       SafetensorsFile f(path);
     } catch (const Error& e) {
-      messages.insert(e.message());
+      messages.back() = e.message();
     }
   }
-  // Every case has its own message (the corpus has no two cases with the same text).
-  EXPECT_EQ(messages.size(), malformed_corpus().size());
+  // Each case is told apart by its own fragment: no other case's message holds it.
+  for (size_t i = 0; i < corpus.size(); ++i) {
+    for (size_t j = 0; j < corpus.size(); ++j) {
+      if (i == j) continue;
+      EXPECT_EQ(messages[j].find(corpus[i].distinct), std::string::npos)
+          << "'" << corpus[i].distinct << "' (case " << corpus[i].label << ") is also in the "
+          << "message of case " << corpus[j].label << ": " << messages[j];
+    }
+  }
 }
 
 TEST(Safetensors, MissingFileAndDirectoryAreRefused) {
@@ -403,7 +490,9 @@ TEST(Safetensors, MissingFileAndDirectoryAreRefused) {
 
 TEST(Safetensors, EveryTruncationOfAValidFileIsRefusedCleanly) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const std::vector<WrittenTensor> tensors = {{"a", DType::BF16, {3, 5}, random_bytes(rng, 30)},
                                               {"b", DType::U8, {7}, random_bytes(rng, 7)},
                                               {"c", DType::F32, {2}, random_bytes(rng, 8)}};
@@ -418,7 +507,9 @@ TEST(Safetensors, EveryTruncationOfAValidFileIsRefusedCleanly) {
 
 TEST(Safetensors, RandomHeaderCorruptionNeverCrashes) {
   TempDir dir;
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937_64 rng(seed);
   const std::vector<WrittenTensor> tensors = {{"a", DType::BF16, {3, 5}, random_bytes(rng, 30)},
                                               {"b", DType::U8, {7}, random_bytes(rng, 7)},
                                               {"c", DType::F32, {2}, random_bytes(rng, 8)}};
@@ -455,7 +546,9 @@ TEST(Safetensors, RandomHeaderCorruptionNeverCrashes) {
 class ShardedCheckpoint : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::mt19937_64 rng(std::random_device{}());
+    const uint64_t seed = test::test_seed();
+    trace_.emplace(__FILE__, __LINE__, test::seed_trace(seed));  // printed with any failure
+    std::mt19937_64 rng(seed);
     a_ = random_bytes(rng, 16);
     b_ = random_bytes(rng, 16);
     write_safetensors(dir_ / "s1.safetensors", {spec_of("a", DType::U8, {16}, a_)});
@@ -463,6 +556,7 @@ class ShardedCheckpoint : public ::testing::Test {
   }
   void index(const std::string& text) { write_bytes(dir_ / "model.safetensors.index.json", text); }
 
+  std::optional<testing::ScopedTrace> trace_;
   TempDir dir_;
   std::vector<uint8_t> a_, b_;
 };

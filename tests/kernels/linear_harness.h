@@ -43,6 +43,7 @@
 #include "format/mxfp4.h"
 #include "kernels/cpu/cpu_ref.h"
 #include "kernels/linear_kernel.h"
+#include "test_seed.h"
 
 namespace nibble::test {
 
@@ -129,10 +130,8 @@ struct RandomLinear {
   Mxfp4HostWeights weights() const { return {blocks.data(), scales.data(), desc.n, desc.k}; }
 };
 
-inline uint64_t linear_test_seed() {
-  if (const char* s = std::getenv("NIBBLE_TEST_SEED")) return std::strtoull(s, nullptr, 10);
-  return std::random_device{}() * 0x9e3779b97f4a7c15ull ^ std::random_device{}();
-}
+// The shared test seed (tests/test_seed.h): NIBBLE_TEST_SEED=<seed> replays a case.
+inline uint64_t linear_test_seed() { return test_seed(); }
 
 inline RandomLinear make_random_linear(const LinearCase& c, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -218,7 +217,7 @@ inline void run_linear_case(const LinearKernel& kernel, const DeviceInfo& device
   const LinearLimits limits = given_limits.value_or(limits_for(kernel.activation_rounding()));
   const uint64_t seed = linear_test_seed();
   SCOPED_TRACE("kernel " + std::string(kernel.name()) + ", case " + linear_case_name(c) +
-               ", seed " + std::to_string(seed) + " (NIBBLE_TEST_SEED replays it)");
+               ", " + seed_trace(seed));
   RandomLinear r = make_random_linear(c, seed);
   if (const Check s = kernel.is_supported(device); !s.ok)
     GTEST_SKIP() << kernel.name() << " is not supported here: " << s.reason;

@@ -1,14 +1,21 @@
 // The quantizer's fused block loop against the format codec (the reference): bit-identical
-// packed bytes and scale on random, tie, subnormal, saturating and special blocks, both rules;
-// its error sums against a double computation from the codec's own decode.
+// packed bytes and scale on every BF16 bit pattern and on random, tie, subnormal, saturating
+// and special blocks, both rules; its error sums against a double computation from the codec's
+// own decode.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <numeric>
 #include <random>
+#include <vector>
 
 #include "format/mxfp4.h"
 #include "quant/block_quantizer.h"
+#include "test_seed.h"
 
 namespace nibble {
 namespace {
@@ -40,8 +47,37 @@ void expect_same_as_codec(const float* v, ScaleRule rule, const char* what) {
   ASSERT_NEAR(err.max_abs, m, 1e-6 * m + std::sqrt(floor)) << what;
 }
 
+// All 65,536 BF16 patterns in 2,048 blocks, twice: shuffled (small values beside large ones,
+// Inf and NaN scattered) and sorted by magnitude (each pattern quantized against a block
+// maximum close to it, so every tie and the top of the range are reached).
+TEST(BlockQuantizer, AllBf16PatternsMatchTheCodecBitExactly) {
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 gen(seed);
+  std::vector<uint16_t> bits(65536);
+  std::iota(bits.begin(), bits.end(), 0);
+  std::shuffle(bits.begin(), bits.end(), gen);
+  for (const bool sorted : {false, true}) {
+    if (sorted) {
+      std::stable_sort(bits.begin(), bits.end(),
+                       [](uint16_t a, uint16_t b) { return (a & 0x7fff) < (b & 0x7fff); });
+    }
+    for (size_t block = 0; block < bits.size() / 32; ++block) {
+      float v[32];
+      for (size_t i = 0; i < 32; ++i) v[i] = std::bit_cast<float>(uint32_t(bits[block * 32 + i]) << 16);
+      const std::string what = std::string(sorted ? "sorted" : "shuffled") + " BF16 block " + std::to_string(block);
+      for (ScaleRule rule : {ScaleRule::ocp, ScaleRule::ceil}) {
+        expect_same_as_codec(v, rule, what.c_str());
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
 TEST(BlockQuantizer, RandomBlocksMatchTheCodecBitExactly) {
-  std::mt19937 gen(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 gen(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_int_distribution<int> exp_dist(-140, 120);
   float v[32];
@@ -53,7 +89,9 @@ TEST(BlockQuantizer, RandomBlocksMatchTheCodecBitExactly) {
 }
 
 TEST(BlockQuantizer, TiesSaturationZerosAndSpecials) {
-  std::mt19937 gen(std::random_device{}());
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 gen(seed);
   // Every midpoint and grid value, scaled by a random power of two: the even-code tie rule.
   const float grid[] = {0, 0.25f, 0.5f, 0.75f, 1, 1.25f, 1.5f, 1.75f, 2, 2.5f, 3, 3.5f, 4, 5, 6, 7, 7.99f};
   std::uniform_int_distribution<int> pick(0, 16), exp_dist(-130, 120), sign(0, 1);
