@@ -2,6 +2,7 @@
 // back through safetensors + config.json, gives llama2.c's greedy text and logits; the
 // tokenizer.json written for it is a complete Llama-2-style BPE; config.json errors name the
 // field.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -88,11 +89,38 @@ TEST(HfLoader, CachedConversionOfALlama2cDirectory) {
   setenv("NIBBLE_CACHE_DIR", cache.c_str(), 1);
   std::string origin;
   const fs::path dir = resolve_model_directory(kDir, &origin);
-  EXPECT_NE(origin.find("converted from"), std::string::npos) << origin;
+  // First time: a conversion into the (fresh) cache, and the origin says so.
+  EXPECT_EQ(origin.rfind("converted ", 0), 0u) << origin;
+  EXPECT_NE(origin.find("into cache " + dir.string()), std::string::npos) << origin;
+  EXPECT_EQ(origin.find("using cached"), std::string::npos) << origin;
   EXPECT_TRUE(fs::exists(dir / "model.safetensors"));
   const auto stamp = fs::last_write_time(dir / "model.safetensors");
-  EXPECT_EQ(resolve_model_directory(kDir, &origin), dir);  // second time: the cache
+  // Second time: the cache, not converted again, and the origin says that instead.
+  EXPECT_EQ(resolve_model_directory(kDir, &origin), dir);
+  EXPECT_EQ(origin.rfind("using cached conversion " + dir.string(), 0), 0u) << origin;
+  EXPECT_EQ(origin.find("converted"), std::string::npos) << origin;
   EXPECT_EQ(fs::last_write_time(dir / "model.safetensors"), stamp);
+  unsetenv("NIBBLE_CACHE_DIR");
+  fs::remove_all(cache);
+}
+
+// The cache key covers the converter's format version as well as both files: a directory
+// written by another version of `nibble convert` is not the one loaded.
+TEST(HfLoader, ConversionCacheKeyHasTheFormatVersion) {
+  const Llama2cFiles files = find_llama2c_files(kDir);
+  const uint64_t key = conversion_cache_key(files, kConvertFormatVersion);
+  EXPECT_EQ(conversion_cache_key(files, kConvertFormatVersion), key);  // deterministic
+  EXPECT_NE(conversion_cache_key(files, kConvertFormatVersion + 1), key);
+  EXPECT_NE(conversion_cache_key(files, kConvertFormatVersion - 1), key);
+  Llama2cFiles model_only = files;
+  model_only.tokenizer.clear();
+  EXPECT_NE(conversion_cache_key(model_only, kConvertFormatVersion), key);  // tokenizer counts
+  const fs::path cache = fresh_dir("cache-key");
+  setenv("NIBBLE_CACHE_DIR", cache.c_str(), 1);
+  const fs::path dir = conversion_cache_directory(files);
+  EXPECT_EQ(dir, cache / fmt::format("stories260K-hf-{:016x}", key));
+  std::string origin;
+  EXPECT_EQ(resolve_model_directory(kDir, &origin), dir);
   unsetenv("NIBBLE_CACHE_DIR");
   fs::remove_all(cache);
 }
