@@ -64,15 +64,17 @@ TEST(EvalCli, ReferenceReportOnValidationText) {
   ASSERT_EQ(r.status, 0) << r.err;
   const double ppl = number_after(r.out, "perplexity:");
   const double fp = number_after(r.out, "full precision");
-  const double mean = number_after(r.out, "mean"), p99 = number_after(r.out, "p99");
+  const double mean = number_after(r.out, "mean"), median = number_after(r.out, "median"),
+               p99 = number_after(r.out, "p99");
   const double top1 = number_after(r.out, "top-1 agreement:");
   EXPECT_GT(ppl, fp) << r.out;
   EXPECT_LT(ppl / fp, 1.30) << r.out;
   EXPECT_GT(mean, 0.0) << r.out;
   EXPECT_LT(mean, 0.30) << r.out;
+  EXPECT_GT(median, 0.0) << r.out;  // NaN (not printed) fails both
+  EXPECT_LT(median, 0.18) << r.out;
   EXPECT_LT(p99, 2.0) << r.out;
   EXPECT_GT(top1, 68.0) << r.out;
-  EXPECT_NE(r.out.find("median"), std::string::npos);
   EXPECT_NE(r.out.find("2098 predictions"), std::string::npos) << r.out;
 
   const Result plain = nibble(
