@@ -5,6 +5,7 @@
 // weights transformers needs to reproduce the latter.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -26,6 +27,8 @@ struct Args {
          vocab = 1024, max_seq = 512;
   bool tied = false, llama3_rope = false;
   size_t sliding_window = 0;
+  int64_t max_window_layers = -1;           // qwen2/qwen3: window layers >= this one (-1: all)
+  std::vector<size_t> window_layers;        // qwen2/qwen3: window exactly these (layer_types)
   uint64_t seed = 1;
   size_t check = 0;
 };
@@ -74,17 +77,39 @@ void run(const Args& a) {
     c.rope_scaling = RopeScalingLlama3{8.0, 1.0, 4.0, 64};  // short original context: the
                                                              // scaled band is exercised
   }
+  const bool qwen = c.family == LlamaFamily::qwen2 || c.family == LlamaFamily::qwen3;
+  NIBBLE_CHECK(a.sliding_window || (a.max_window_layers < 0 && a.window_layers.empty()),
+               "--max-window-layers / --window-layers need --sliding-window");
   if (a.sliding_window) {
-    NIBBLE_CHECK(c.family == LlamaFamily::mistral, "--sliding-window needs --arch mistral");
-    c.sliding_window = a.sliding_window;
+    NIBBLE_CHECK(c.family == LlamaFamily::mistral || qwen,
+                 "--sliding-window needs --arch mistral, qwen2 or qwen3");
+    NIBBLE_CHECK(qwen || (a.max_window_layers < 0 && a.window_layers.empty()),
+                 "--max-window-layers / --window-layers need --arch qwen2 or qwen3 (Mistral "
+                 "windows every layer)");
+    NIBBLE_CHECK(a.max_window_layers < 0 || a.window_layers.empty(),
+                 "give --max-window-layers or --window-layers, not both");
+    if (!a.window_layers.empty()) {
+      c.layer_window.assign(c.layers, 0);
+      for (size_t l : a.window_layers) {
+        NIBBLE_CHECK(l < c.layers, "--window-layers: layer {} of {}", l, c.layers);
+        c.layer_window[l] = a.sliding_window;
+      }
+    } else {
+      c.set_sliding_window(a.sliding_window, size_t(std::max<int64_t>(a.max_window_layers, 0)));
+    }
   }
   NIBBLE_CHECK(a.dtype == "bf16" || a.dtype == "f32", "--dtype must be bf16 or f32");
   const DType dtype = a.dtype == "bf16" ? DType::BF16 : DType::F32;
   const auto tensors = synth_llama_tensors(c, a.seed, dtype);
   write_hf_model(a.output, c, *tensors, dtype);
-  fmt::print("wrote {}: {} {} layers, hidden {}, heads {}/{} x {}, ffn {}, vocab {}, {}{}\n",
+  std::string windows;
+  for (size_t l = 0; l < c.layer_window.size(); ++l)
+    if (c.layer_window[l]) windows += fmt::format("{}{}", windows.empty() ? "" : ",", l);
+  fmt::print("wrote {}: {} {} layers, hidden {}, heads {}/{} x {}, ffn {}, vocab {}, {}{}{}\n",
              a.output, a.arch, c.layers, c.hidden, c.heads, c.kv_heads, c.head_dim, c.ffn, c.vocab,
-             a.tied ? "tied" : "untied", c.rope_scaling ? ", llama3 RoPE scaling" : "");
+             a.tied ? "tied" : "untied", c.rope_scaling ? ", llama3 RoPE scaling" : "",
+             windows.empty() ? ""
+                             : fmt::format(", window {} on layers {}", a.sliding_window, windows));
   if (a.check == 0) return;
 
   // Nibble's results on this checkpoint, read back from disk (the path users take).
@@ -128,7 +153,14 @@ void setup(CLI::App& command) {
   command.add_option("--max-seq", args->max_seq)->capture_default_str();
   command.add_flag("--tied", args->tied, "tie the classifier to the embedding table");
   command.add_flag("--llama3-rope", args->llama3_rope, "llama3 rope_scaling (arch llama)");
-  command.add_option("--sliding-window", args->sliding_window, "attention window (arch mistral)");
+  command.add_option("--sliding-window", args->sliding_window,
+                     "attention window in tokens (mistral: every layer; qwen2/qwen3: the layers "
+                     "below, default all)");
+  command.add_option("--max-window-layers", args->max_window_layers,
+                     "qwen2/qwen3: window only the layers >= N (config max_window_layers)");
+  command.add_option("--window-layers", args->window_layers,
+                     "qwen2/qwen3: window only these layers (config layer_types)")
+      ->delimiter(',');
   command.add_option("--seed", args->seed)->capture_default_str();
   command.add_option("--dtype", args->dtype, "bf16 or f32")->capture_default_str();
   command.add_option("--check", args->check,

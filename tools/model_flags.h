@@ -18,6 +18,11 @@
 
 namespace nibble {
 
+// What --device cuda prints: the model runs, on the CPU, and the user is told why.
+inline constexpr const char* kCudaNotImplementedNote =
+    "--device cuda: the CUDA forward path of the Llama-family model is not implemented yet; "
+    "running on the CPU";
+
 struct ModelFlags {
   std::string model;
   std::string mxfp4_layers = "qkv,o,mlp";
@@ -51,9 +56,7 @@ struct ModelFlags {
                  device);
     if (threads > 0) ThreadPool::set_default_threads(threads);
     if (device == "cuda")
-      std::fprintf(stderr,
-                   "nibble: --device cuda: the Llama-family model has no GPU path yet (its CUDA "
-                   "forward is a later step of issue 10); running on the CPU\n");
+      std::fprintf(stderr, "nibble: %s\n", kCudaNotImplementedNote);
     kernels.activate();
     ModelLoadOptions o;
     o.mxfp4_layers = mxfp4_layers;

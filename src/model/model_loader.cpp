@@ -24,8 +24,19 @@ void write_text(const fs::path& path, const std::string& text) {
   NIBBLE_CHECK(out.good(), "{}: write failed", path.string());
 }
 
-// FNV-1a 64 of a file's bytes: the cache key (a changed checkpoint gets a new directory).
-uint64_t content_hash(const fs::path& path, uint64_t h = 1469598103934665603ull) {
+constexpr uint64_t kFnvOffset = 1469598103934665603ull, kFnvPrime = 1099511628211ull;
+
+// FNV-1a 64 of a value's bytes, continuing from `h`.
+uint64_t fnv1a(uint64_t value, uint64_t h) {
+  for (int i = 0; i < 8; ++i) {
+    h ^= uint8_t(value >> (8 * i));
+    h *= kFnvPrime;
+  }
+  return h;
+}
+
+// FNV-1a 64 of a file's bytes, continuing from `h`.
+uint64_t content_hash(const fs::path& path, uint64_t h) {
   std::ifstream in(path, std::ios::binary);
   NIBBLE_CHECK(in.good(), "{}: cannot open", path.string());
   char buf[1 << 16];
@@ -33,7 +44,7 @@ uint64_t content_hash(const fs::path& path, uint64_t h = 1469598103934665603ull)
     in.read(buf, sizeof buf);
     for (std::streamsize i = 0; i < in.gcount(); ++i) {
       h ^= uint8_t(buf[i]);
-      h *= 1099511628211ull;
+      h *= kFnvPrime;
     }
   }
   return h;
@@ -113,18 +124,33 @@ void convert_llama2c(const fs::path& model_bin, const fs::path& tokenizer_bin, c
   }
 }
 
+uint64_t conversion_cache_key(const Llama2cFiles& files, uint64_t format_version) {
+  uint64_t key = fnv1a(format_version, kFnvOffset);
+  key = content_hash(files.model, key);
+  if (!files.tokenizer.empty()) key = content_hash(files.tokenizer, key);
+  return key;
+}
+
+fs::path conversion_cache_directory(const Llama2cFiles& files) {
+  return cache_root() / fmt::format("{}-hf-{:016x}", files.model.stem().string(),
+                                    conversion_cache_key(files, kConvertFormatVersion));
+}
+
 fs::path resolve_model_directory(const fs::path& input, std::string* origin) {
   if (origin) origin->clear();
   if (is_hf_directory(input)) return input;
   NIBBLE_CHECK(fs::exists(input), "{}: no such model directory or file", input.string());
   const Llama2cFiles files = find_llama2c_files(input);
-  uint64_t key = content_hash(files.model);
-  if (!files.tokenizer.empty()) key = content_hash(files.tokenizer, key);
-  const fs::path dir =
-      cache_root() / fmt::format("{}-hf-{:016x}", files.model.stem().string(), key);
-  if (!is_hf_directory(dir)) convert_llama2c(files.model, files.tokenizer, dir);
+  const fs::path dir = conversion_cache_directory(files);
+  if (is_hf_directory(dir)) {
+    if (origin)
+      *origin = fmt::format("using cached conversion {} of {} (llama2.c)", dir.string(),
+                            files.model.string());
+    return dir;
+  }
+  convert_llama2c(files.model, files.tokenizer, dir);
   if (origin)
-    *origin = fmt::format("converted from {} (llama2.c) with nibble convert, cached in {}",
+    *origin = fmt::format("converted {} (llama2.c) with nibble convert into cache {}",
                           files.model.string(), dir.string());
   return dir;
 }

@@ -4,10 +4,11 @@
 //   - a llama2.c checkpoint (a .bin file, or a directory holding one .bin model and its
 //     tok*.bin tokenizer): converted once with convert_llama2c into a cache directory
 //     ($NIBBLE_CACHE_DIR, else $XDG_CACHE_HOME/nibble, else ~/.cache/nibble), keyed by the
-//     content hash of both files, and loaded from there, so the safetensors path is the one
-//     exercised.
+//     converter's format version and the content hash of both files, and loaded from there,
+//     so the safetensors path is the one exercised.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -20,7 +21,8 @@ namespace nibble {
 
 struct LoadedModel {
   std::filesystem::path directory;  // the Hugging Face directory that was loaded
-  std::string origin;               // "", or "converted from X (cached in Y)"
+  std::string origin;               // "", "converted X ... into cache Y" or
+                                    // "using cached conversion Y of X"
   HfConfig hf;
   std::unique_ptr<LlamaModel> model;
   double load_seconds = 0;
@@ -45,5 +47,17 @@ struct Llama2cFiles {
   std::filesystem::path model, tokenizer;
 };
 Llama2cFiles find_llama2c_files(const std::filesystem::path& input);
+
+// Version of what convert_llama2c (`nibble convert`) writes. It is part of the conversion
+// cache key, so a cache directory written by an older converter is never loaded: bump it
+// whenever `nibble convert` output changes (config.json fields, tensor names or layout,
+// tokenizer files, generation_config.json).
+inline constexpr uint64_t kConvertFormatVersion = 1;
+
+// The cache key of a llama2.c checkpoint: FNV-1a 64 over `format_version`, then the model
+// file's bytes, then the tokenizer's (when there is one).
+uint64_t conversion_cache_key(const Llama2cFiles& files, uint64_t format_version);
+// Where resolve_model_directory converts `files` to: <cache root>/<model stem>-hf-<key>.
+std::filesystem::path conversion_cache_directory(const Llama2cFiles& files);
 
 }  // namespace nibble

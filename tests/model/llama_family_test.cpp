@@ -11,6 +11,7 @@
 #include <cstring>
 #include <random>
 
+#include "format/hf_config.h"
 #include "format/mxfp4.h"
 #include "format/safetensors.h"
 #include "model/llama/synth.h"
@@ -43,7 +44,7 @@ LlamaConfig small(LlamaFamily family, size_t head_dim, bool tied) {
   c.tied_embeddings = tied;
   c.qkv_bias = family == LlamaFamily::qwen2;
   c.qk_norm = family == LlamaFamily::qwen3;
-  if (family == LlamaFamily::mistral) c.sliding_window = 5;
+  if (family == LlamaFamily::mistral) c.set_sliding_window(5);
   if (family == LlamaFamily::llama && !tied) c.rope_scaling = RopeScalingLlama3{8.0, 1.0, 4.0, 16};
   return c;
 }
@@ -131,7 +132,7 @@ TEST(FamilySwitches, EachSwitchChangesTheResult) {
     const auto t = synth_llama_tensors(c, std::random_device{}(), DType::F32);
     LlamaConfig off = c;
     if (f == LlamaFamily::llama) off.rope_scaling.reset();
-    if (f == LlamaFamily::mistral) off.sliding_window.reset();
+    if (f == LlamaFamily::mistral) off.layer_window.clear();
     if (f == LlamaFamily::qwen3) off.qk_norm = false;
     if (f == LlamaFamily::qwen2) {
       for (size_t l = 0; l < c.layers; ++l) {
@@ -152,6 +153,115 @@ TEST(FamilySwitches, EachSwitchChangesTheResult) {
     }
     EXPECT_GT(max_abs_diff(a, b), 1e-3);
   }
+}
+
+// Per-layer sliding window (Qwen2/3 with use_sliding_window): a synthetic 2-layer qwen2 model
+// with a window of 4 on layer 1 only, read from config.json (max_window_layers 1), against the
+// same weights with every layer windowed and with none. By hand:
+//   - a query at position p < 4 sees every earlier position anyway: all three agree exactly;
+//   - past that, layer 1's window changes its attention, so "layer 1 only" differs from "none",
+//     and layer 0's full attention differs from "all windowed";
+//   - with layer 0's attention output zeroed (o_proj = 0), its window cannot matter: "layer 1
+//     only" equals "all windowed" exactly; with layer 1's zeroed, it equals "none" exactly. So
+//     the window sits on layer 1 and only there.
+TEST(SlidingWindow, OnlyTheLayersTheConfigNames) {
+  LlamaConfig c = small(LlamaFamily::qwen2, 64, false);
+  constexpr size_t kWindow = 4;
+  c.set_sliding_window(kWindow, /*first_layer=*/1);
+  const auto t = synth_llama_tensors(c, std::random_device{}(), DType::F32);
+  const fs::path dir = fresh_dir("qwen2-window");
+  write_hf_model(dir, c, *t, DType::F32);
+  const HfConfig hf = HfConfig::load(dir / "config.json");
+  EXPECT_TRUE(hf.use_sliding_window);
+  EXPECT_EQ(hf.sliding_window, int64_t(kWindow));
+  EXPECT_EQ(hf.max_window_layers, 1);
+  ModelLoadOptions fp;
+  fp.mxfp4_layers = "none";
+  const LoadedModel loaded = load_model(dir, fp);
+  ASSERT_EQ(loaded.model->config().layer_window, (std::vector<size_t>{0, kWindow}));
+
+  LlamaConfig all = c, none = c;
+  all.set_sliding_window(kWindow);
+  none.layer_window.clear();
+  const std::vector<int32_t> tokens = random_tokens(16, c.vocab);
+  auto logits = [&](const LlamaConfig& cfg, const TensorSource& src) {
+    return logits_of(*LlamaModel::build(cfg, src, fp), tokens);
+  };
+  const std::vector<float> mine = logits_of(*loaded.model, tokens);
+  const std::vector<float> a = logits(all, *t), n = logits(none, *t);
+  EXPECT_EQ(max_abs_diff(mine, logits(c, *t)), 0.0);  // the config read = the one written
+  const size_t head = kWindow * c.vocab;  // positions 0 .. window - 1
+  auto part = [](const std::vector<float>& v, size_t begin, size_t end) {
+    return std::vector<float>(v.begin() + begin, v.begin() + end);
+  };
+  EXPECT_EQ(max_abs_diff(part(mine, 0, head), part(n, 0, head)), 0.0);
+  EXPECT_EQ(max_abs_diff(part(mine, 0, head), part(a, 0, head)), 0.0);
+  EXPECT_GT(max_abs_diff(mine, n), 1e-3);
+  EXPECT_GT(max_abs_diff(mine, a), 1e-3);
+
+  for (size_t zeroed : {0, 1}) {
+    SCOPED_TRACE(fmt::format("o_proj of layer {} zeroed", zeroed));
+    const auto z = synth_llama_tensors(c, 0, DType::F32);  // same shapes, new weights
+    TensorView* o = z->find_mutable(fmt::format("model.layers.{}.self_attn.o_proj.weight", zeroed));
+    ASSERT_NE(o, nullptr);
+    std::memset(const_cast<uint8_t*>(o->data), 0, o->nbytes);
+    const std::vector<float> zm = logits(c, *z), za = logits(all, *z), zn = logits(none, *z);
+    if (zeroed == 0) {
+      EXPECT_EQ(max_abs_diff(zm, za), 0.0);
+      EXPECT_GT(max_abs_diff(zm, zn), 1e-3);
+    } else {
+      EXPECT_EQ(max_abs_diff(zm, zn), 0.0);
+      EXPECT_GT(max_abs_diff(zm, za), 1e-3);
+    }
+  }
+  fs::remove_all(dir);
+}
+
+// layer_types, when not a run of last layers: written as such and honoured on read.
+TEST(SlidingWindow, LayerTypesAreHonoured) {
+  LlamaConfig c = small(LlamaFamily::qwen3, 64, true);
+  c.layers = 3;
+  c.layer_window = {4, 0, 4};
+  const auto t = synth_llama_tensors(c, std::random_device{}(), DType::BF16);
+  const fs::path dir = fresh_dir("qwen3-layer-types");
+  write_hf_model(dir, c, *t, DType::BF16);
+  const HfConfig hf = HfConfig::load(dir / "config.json");
+  EXPECT_EQ(hf.layer_types,
+            (std::vector<std::string>{"sliding_attention", "full_attention", "sliding_attention"}));
+  ModelLoadOptions fp;
+  fp.mxfp4_layers = "none";
+  const LoadedModel loaded = load_model(dir, fp);
+  EXPECT_EQ(loaded.model->config().layer_window, c.layer_window);
+  const std::vector<int32_t> tokens = random_tokens(12, c.vocab);
+  LlamaConfig suffix = c;  // what max_window_layers alone would have said
+  suffix.set_sliding_window(4, 2);
+  EXPECT_EQ(max_abs_diff(logits_of(*loaded.model, tokens), logits_of(*LlamaModel::build(c, *t, fp), tokens)), 0.0);
+  EXPECT_GT(max_abs_diff(logits_of(*loaded.model, tokens), logits_of(*LlamaModel::build(suffix, *t, fp), tokens)), 1e-3);
+  fs::remove_all(dir);
+}
+
+// Llama's attention_bias: q, k, v and o biases, written, read back and applied.
+TEST(AttentionBias, LlamaBiasesOnQkvAndO) {
+  LlamaConfig c = small(LlamaFamily::llama, 64, false);
+  c.qkv_bias = c.o_bias = true;
+  const auto t = synth_llama_tensors(c, std::random_device{}(), DType::F32);
+  const fs::path dir = fresh_dir("llama-bias");
+  write_hf_model(dir, c, *t, DType::F32);
+  ModelLoadOptions fp;
+  fp.mxfp4_layers = "none";
+  const LoadedModel loaded = load_model(dir, fp);
+  EXPECT_TRUE(loaded.hf.attention_bias);
+  EXPECT_TRUE(loaded.model->config().qkv_bias);
+  EXPECT_TRUE(loaded.model->config().o_bias);
+  const std::vector<int32_t> tokens = random_tokens(8, c.vocab);
+  const std::vector<float> with = logits_of(*loaded.model, tokens);
+  for (size_t l = 0; l < c.layers; ++l) {
+    TensorView* b = t->find_mutable(fmt::format("model.layers.{}.self_attn.o_proj.bias", l));
+    ASSERT_NE(b, nullptr);
+    std::memset(const_cast<uint8_t*>(b->data), 0, b->nbytes);
+  }
+  EXPECT_GT(max_abs_diff(with, logits_of(*LlamaModel::build(c, *t, fp), tokens)), 1e-3);
+  fs::remove_all(dir);
 }
 
 TEST(Sharded, ShardedCheckpointLoadsLikeOneFile) {

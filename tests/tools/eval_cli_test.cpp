@@ -64,15 +64,17 @@ TEST(EvalCli, ReferenceReportOnValidationText) {
   ASSERT_EQ(r.status, 0) << r.err;
   const double ppl = number_after(r.out, "perplexity:");
   const double fp = number_after(r.out, "full precision");
-  const double mean = number_after(r.out, "mean"), p99 = number_after(r.out, "p99");
+  const double mean = number_after(r.out, "mean"), median = number_after(r.out, "median"),
+               p99 = number_after(r.out, "p99");
   const double top1 = number_after(r.out, "top-1 agreement:");
   EXPECT_GT(ppl, fp) << r.out;
   EXPECT_LT(ppl / fp, 1.30) << r.out;
   EXPECT_GT(mean, 0.0) << r.out;
   EXPECT_LT(mean, 0.30) << r.out;
+  EXPECT_GT(median, 0.0) << r.out;  // NaN (not printed) fails both
+  EXPECT_LT(median, 0.18) << r.out;
   EXPECT_LT(p99, 2.0) << r.out;
   EXPECT_GT(top1, 68.0) << r.out;
-  EXPECT_NE(r.out.find("median"), std::string::npos);
   EXPECT_NE(r.out.find("2098 predictions"), std::string::npos) << r.out;
 
   const Result plain = nibble(
@@ -150,6 +152,43 @@ TEST(SynthCli, WritesEachFamilyAndRefusesUnknownOnes) {
   const Result bad = nibble("synth --arch gpt2 -o '" + scratch("x").string() + "'", cache);
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.err.find("gpt2"), std::string::npos) << bad.err;
+}
+
+// Per-layer Qwen windows from the command line (scripts/device/llama_check.sh uses both forms):
+// the config.json written says which layers, and a family without them refuses the flags.
+TEST(SynthCli, QwenWindowsPerLayer) {
+  const fs::path cache = scratch("cache");
+  const std::string shape = " --hidden 128 --heads 2 --kv-heads 1 --head-dim 64 --ffn 64 --vocab 100 --check 20";
+  const fs::path suffix = scratch("synth-qwen2-window");
+  const Result a = nibble("synth --arch qwen2 --sliding-window 8 --max-window-layers 1" + shape +
+                              " -o '" + suffix.string() + "'",
+                          cache);
+  ASSERT_EQ(a.status, 0) << a.err;
+  EXPECT_NE(a.out.find("window 8 on layers 1"), std::string::npos) << a.out;
+  const std::string ca = read_text(suffix / "config.json");
+  EXPECT_NE(ca.find("\"use_sliding_window\": true"), std::string::npos) << ca;
+  EXPECT_NE(ca.find("\"max_window_layers\": 1"), std::string::npos) << ca;
+  EXPECT_NE(ca.find("\"sliding_window\": 8"), std::string::npos) << ca;
+  EXPECT_EQ(ca.find("layer_types"), std::string::npos) << ca;
+  const fs::path listed = scratch("synth-qwen3-window");
+  const Result b = nibble("synth --arch qwen3 --layers 3 --sliding-window 8 --window-layers 0,2" +
+                              shape + " -o '" + listed.string() + "'",
+                          cache);
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_NE(b.out.find("window 8 on layers 0,2"), std::string::npos) << b.out;
+  EXPECT_NE(read_text(listed / "config.json").find("\"sliding_attention\""), std::string::npos);
+  const Result mistral = nibble("synth --arch mistral --sliding-window 8 --max-window-layers 1" +
+                                    shape + " -o '" + scratch("x").string() + "'",
+                                cache);
+  EXPECT_NE(mistral.status, 0);
+  EXPECT_NE(mistral.err.find("--max-window-layers"), std::string::npos) << mistral.err;
+  const Result llama = nibble("synth --arch llama --sliding-window 8" + shape + " -o '" +
+                                  scratch("x").string() + "'",
+                              cache);
+  EXPECT_NE(llama.status, 0);
+  EXPECT_NE(llama.err.find("--sliding-window"), std::string::npos) << llama.err;
+  fs::remove_all(suffix);
+  fs::remove_all(listed);
 }
 
 }  // namespace

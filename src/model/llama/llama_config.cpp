@@ -1,5 +1,6 @@
 #include "model/llama/llama_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -34,7 +35,42 @@ const char* architecture_of(LlamaFamily f) {
   }
   return "?";
 }
+
+bool has_sliding_type(const HfConfig& hf) {
+  return std::find(hf.layer_types.begin(), hf.layer_types.end(), "sliding_attention") !=
+         hf.layer_types.end();
+}
+
+// Qwen2/3 (transformers' Qwen2Config / Qwen3Config): sliding_window applies only with
+// use_sliding_window, to the layers layer_types marks "sliding_attention", or when layer_types
+// is absent to the layers >= max_window_layers.
+void qwen_windows(const HfConfig& hf, LlamaConfig& c) {
+  const std::string file = hf.file.string();
+  if (!hf.use_sliding_window) {
+    NIBBLE_CHECK(!has_sliding_type(hf),
+                 "{}: field \"layer_types\" marks sliding_attention layers but "
+                 "\"use_sliding_window\" is false, so there is no window to apply",
+                 file);
+    return;
+  }
+  NIBBLE_CHECK(hf.sliding_window.has_value(),
+               "{}: field \"use_sliding_window\" is true but \"sliding_window\" is null", file);
+  c.layer_window.assign(c.layers, 0);
+  for (size_t l = 0; l < c.layers; ++l) {
+    const bool windowed = hf.layer_types.empty() ? l >= size_t(hf.max_window_layers)
+                                                 : hf.layer_types[l] == "sliding_attention";
+    if (windowed) c.layer_window[l] = size_t(*hf.sliding_window);
+  }
+  if (std::all_of(c.layer_window.begin(), c.layer_window.end(), [](size_t w) { return w == 0; }))
+    c.layer_window.clear();
+}
+
 }  // namespace
+
+void LlamaConfig::set_sliding_window(size_t window, size_t first_layer) {
+  layer_window.assign(layers, 0);
+  for (size_t l = first_layer; l < layers; ++l) layer_window[l] = window;
+}
 
 LlamaConfig LlamaConfig::from_hf(const HfConfig& hf) {
   LlamaConfig c;
@@ -65,26 +101,61 @@ LlamaConfig LlamaConfig::from_hf(const HfConfig& hf) {
   c.tied_embeddings = hf.tie_word_embeddings;
   c.bos_ids = hf.bos_token_ids;
   c.eos_ids = hf.eos_token_ids;
+  const std::string file = hf.file.string();
+  const char* arch = architecture_of(c.family);
+  // transformers maps both names to nn.SiLU; the MLP computes SiLU(gate) * up.
+  NIBBLE_CHECK(hf.hidden_act == "silu" || hf.hidden_act == "swish",
+               "{}: field \"hidden_act\" is \"{}\"; supported: \"silu\" (or \"swish\", the same "
+               "function): the MLP is SwiGLU",
+               file, hf.hidden_act);
+  NIBBLE_CHECK(!hf.mlp_bias,
+               "{}: field \"mlp_bias\" is true; biases on gate_proj/up_proj/down_proj are not "
+               "supported",
+               file);
+  NIBBLE_CHECK(!hf.rope_scaling || c.family == LlamaFamily::llama,
+               "{}: field \"rope_scaling\" / \"rope_parameters\" asks for rope_type \"llama3\", "
+               "which is only supported for LlamaForCausalLM, not {}",
+               file, arch);
   switch (c.family) {
     case LlamaFamily::llama:
       c.rope_scaling = hf.rope_scaling;
+      // LlamaAttention: attention_bias puts a bias on q_proj, k_proj, v_proj and o_proj.
       c.qkv_bias = c.o_bias = hf.attention_bias;
+      NIBBLE_CHECK(!hf.use_sliding_window && !has_sliding_type(hf),
+                   "{}: fields \"use_sliding_window\" / \"layer_types\" ask for sliding-window "
+                   "attention, which LlamaForCausalLM does not have",
+                   file);
       break;
     case LlamaFamily::mistral:
-      if (hf.sliding_window) c.sliding_window = size_t(*hf.sliding_window);
+      NIBBLE_CHECK(!hf.attention_bias,
+                   "{}: field \"attention_bias\" is true, but MistralForCausalLM has no attention "
+                   "biases",
+                   file);
+      // MistralConfig does not read layer_types (transformers warns and windows every layer):
+      // refused rather than guessed.
+      NIBBLE_CHECK(hf.layer_types.empty(),
+                   "{}: field \"layer_types\" is not supported for MistralForCausalLM (its window "
+                   "applies to every layer)",
+                   file);
+      if (hf.sliding_window) c.set_sliding_window(size_t(*hf.sliding_window));
       break;
     case LlamaFamily::qwen2:
+      // Qwen2Attention: q/k/v always carry a bias, o_proj never; attention_bias is no Qwen2
+      // field, and true would ask for an o_proj bias it does not have.
+      NIBBLE_CHECK(!hf.attention_bias,
+                   "{}: field \"attention_bias\" is true, but Qwen2ForCausalLM has fixed biases "
+                   "(q_proj, k_proj, v_proj; none on o_proj)",
+                   file);
       c.qkv_bias = true;
-      if (hf.sliding_window) c.sliding_window = size_t(*hf.sliding_window);
+      qwen_windows(hf, c);
       break;
     case LlamaFamily::qwen3:
+      // Qwen3Attention: attention_bias puts a bias on q_proj, k_proj, v_proj and o_proj.
       c.qkv_bias = c.o_bias = hf.attention_bias;
       c.qk_norm = true;
-      if (hf.sliding_window) c.sliding_window = size_t(*hf.sliding_window);
+      qwen_windows(hf, c);
       break;
   }
-  NIBBLE_CHECK(!hf.rope_scaling || c.family == LlamaFamily::llama,
-               "{}: rope_scaling is only supported for LlamaForCausalLM", hf.file.string());
   return c;
 }
 
@@ -107,8 +178,55 @@ HfConfig LlamaConfig::to_hf() const {
   hf.rope_theta = rope_theta;
   hf.rope_scaling = rope_scaling;
   hf.tie_word_embeddings = tied_embeddings;
-  hf.attention_bias = family == LlamaFamily::qwen2 ? false : qkv_bias;
-  if (sliding_window) hf.sliding_window = int64_t(*sliding_window);
+  switch (family) {
+    case LlamaFamily::llama:
+    case LlamaFamily::qwen3:
+      NIBBLE_CHECK(qkv_bias == o_bias, "{}: attention_bias covers q, k, v and o together",
+                   hf.architecture);
+      hf.attention_bias = qkv_bias;
+      break;
+    case LlamaFamily::mistral:
+      NIBBLE_CHECK(!qkv_bias && !o_bias, "MistralForCausalLM has no attention biases");
+      break;
+    case LlamaFamily::qwen2:
+      NIBBLE_CHECK(qkv_bias && !o_bias,
+                   "Qwen2ForCausalLM has biases on q, k, v (always) and none on o");
+      break;
+  }
+  // Windows: one size, on the layers the family can name.
+  size_t w = 0, first = layers;
+  for (size_t l = 0; l < layers; ++l) {
+    if (window(l) == 0) continue;
+    NIBBLE_CHECK(w == 0 || window(l) == w,
+                 "layers with different window sizes ({} and {}) have no Hugging Face config", w,
+                 window(l));
+    w = window(l);
+    first = std::min(first, l);
+  }
+  bool suffix = true;
+  for (size_t l = first; l < layers; ++l) suffix &= window(l) != 0;
+  hf.use_sliding_window = false;
+  hf.max_window_layers = int64_t(layers);
+  switch (family) {
+    case LlamaFamily::llama:
+      NIBBLE_CHECK(w == 0, "LlamaForCausalLM has no sliding-window attention");
+      break;
+    case LlamaFamily::mistral:
+      NIBBLE_CHECK(w == 0 || (first == 0 && suffix),
+                   "MistralForCausalLM windows every layer or none");
+      if (w) hf.sliding_window = int64_t(w);
+      break;
+    case LlamaFamily::qwen2:
+    case LlamaFamily::qwen3:
+      if (w == 0) break;
+      hf.use_sliding_window = true;
+      hf.sliding_window = int64_t(w);
+      hf.max_window_layers = int64_t(first);
+      if (!suffix)
+        for (size_t l = 0; l < layers; ++l)
+          hf.layer_types.push_back(window(l) ? "sliding_attention" : "full_attention");
+      break;
+  }
   hf.bos_token_ids = bos_ids;
   hf.eos_token_ids = eos_ids;
   hf.torch_dtype = "float32";

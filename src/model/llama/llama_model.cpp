@@ -29,6 +29,9 @@ std::unique_ptr<LlamaModel> LlamaModel::build(const LlamaConfig& c, const Tensor
   NIBBLE_CHECK(c.heads % c.kv_heads == 0, "{}: {} attention heads are not a multiple of {} KV heads",
                t.where(), c.heads, c.kv_heads);
   NIBBLE_CHECK(c.head_dim % 2 == 0, "{}: head_dim {} must be even for RoPE", t.where(), c.head_dim);
+  NIBBLE_CHECK(c.layer_window.empty() || c.layer_window.size() == c.layers,
+               "{}: {} attention windows given for {} layers", t.where(), c.layer_window.size(),
+               c.layers);
   std::unique_ptr<LlamaModel> m(new LlamaModel());
   m->config_ = c;
   m->max_m_ = std::max<size_t>(1, options.max_batch_tokens);
@@ -107,6 +110,7 @@ void LlamaModel::attention(size_t layer, size_t count, size_t start, const float
   const LlamaConfig& c = config_;
   const size_t d = c.head_dim, group = c.heads / c.kv_heads;
   const float scale = 1.0f / std::sqrt(float(d));
+  const size_t window = c.window(layer);  // 0: the whole prefix
   ThreadPool& pool = ThreadPool::global();
   std::vector<float> scores(pool.size() * (start + count));
   const size_t stride = start + count;
@@ -115,8 +119,7 @@ void LlamaModel::attention(size_t layer, size_t count, size_t start, const float
     for (size_t job = begin; job < end; ++job) {
       const size_t t = job / c.heads, h = job % c.heads, kvh = h / group;
       const size_t pos = start + t;
-      const size_t first =
-          c.sliding_window && pos + 1 > *c.sliding_window ? pos + 1 - *c.sliding_window : 0;
+      const size_t first = window && pos + 1 > window ? pos + 1 - window : 0;
       const float* qh = q + (t * c.heads + h) * d;
       float max = -INFINITY;
       for (size_t j = first; j <= pos; ++j) {
