@@ -136,7 +136,7 @@ struct Shape {
 struct Result {
   Shape shape;
   size_t m;
-  double ours_us, cublas_us, floor_us, bytes;
+  double ours_us, plain_us, cublas_us, floor_us, bytes;  // plain: the unpipelined kernel
   int tiles, warps;
 };
 
@@ -278,25 +278,28 @@ int main(int argc, char** argv) {
       l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
       l.activation = ActivationFormat::bf16, l.output = OutputFormat::bf16;
       l.multiprocessors = prop.multiProcessorCount;
-      const auto ours = [&](int tiles, int warps) {
+      const auto ours = [&](int tiles, int warps, int pipelined = -1) {
         return time_graph(stream, calls, reps, [&](int i) {
           GemvLaunch li = l;
           li.weights = w[i % copies], li.scales = sc[i % copies];
-          li.tiles_per_cta = tiles, li.warps = warps;
+          li.tiles_per_cta = tiles, li.warps = warps, li.pipelined = pipelined;
           CHECK(cudaError_t(mxfp4_gemv_launch(li, stream)));
         });
       };
-      Result r{s, m, 0, 0, 0, 0, 0, 0};
+      Result r{s, m, 0, 0, 0, 0, 0, 0, 0};
       mxfp4_gemv_default_config(l, &r.tiles, &r.warps);
       r.ours_us = ours(r.tiles, r.warps);
+      r.plain_us = ours(r.tiles, r.warps, 0);
       if (sweep) {
-        std::printf("  sweep %-22s M=%zu:", s.name, m);
-        for (int tiles : {1, 2})
-          for (int warps : {2, 4, 8, 16}) {
-            const double us = ours(tiles, warps);
-            std::printf(" t%dw%d=%.2f", tiles, warps, us);
-          }
-        std::printf("  (default t%dw%d)\n", r.tiles, r.warps);
+        for (int pipelined : {1, 0}) {
+          std::printf("  sweep %-22s M=%zu %s:", s.name, m, pipelined ? "pipelined" : "plain");
+          for (int tiles : {1, 2})
+            for (int warps : {2, 4, 8, 16}) {
+              const double us = ours(tiles, warps, pipelined);
+              std::printf(" t%dw%d=%.2f", tiles, warps, us);
+            }
+          std::printf("  (default t%dw%d)\n", r.tiles, r.warps);
+        }
       }
       r.cublas_us = lt.best_us(stream, s.n, s.k, m, wb, act, out, std::max(5, reps / 3), calls);
       r.bytes = double(packed.n_pad) / packed.n_pad * (double(s.n) * s.k / 2 + double(s.n) * bpr) +
@@ -310,12 +313,12 @@ int main(int argc, char** argv) {
     CHECK(cudaFree(out));
   }
 
-  std::printf("\n| shape | M | ours us | GB/s | %% of floor | floor us | cuBLAS BF16 us | x cuBLAS | config |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("\n| shape | M | ours us | GB/s | %% of floor | floor us | cuBLAS BF16 us | x cuBLAS | plain us | config |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Result& r : results)
-    std::printf("| %s | %zu | %.2f | %.0f | %.0f%% | %.2f | %.2f | %.2f | t%dw%d |\n", r.shape.name,
+    std::printf("| %s | %zu | %.2f | %.0f | %.0f%% | %.2f | %.2f | %.2f | %.2f | t%dw%d |\n", r.shape.name,
                 r.m, r.ours_us, r.bytes / (r.ours_us * 1e-6) / 1e9, 100.0 * r.floor_us / r.ours_us,
-                r.floor_us, r.cublas_us, r.cublas_us / r.ours_us, r.tiles, r.warps);
+                r.floor_us, r.cublas_us, r.cublas_us / r.ours_us, r.plain_us, r.tiles, r.warps);
   if (json_path) {
     FILE* f = std::fopen(json_path, "w");
     if (!f) {
@@ -329,9 +332,9 @@ int main(int argc, char** argv) {
       const Result& r = results[i];
       std::fprintf(f, "  {\"n\": %zu, \"k\": %zu, \"m\": %zu, \"ours_us\": %.3f, \"cublas_bf16_us\": %.3f, "
                       "\"floor_us\": %.3f, \"bytes\": %.0f, \"pct_floor\": %.1f, \"x_cublas\": %.3f, "
-                      "\"tiles_per_cta\": %d, \"warps\": %d}%s\n",
+                      "\"plain_us\": %.3f, \"tiles_per_cta\": %d, \"warps\": %d}%s\n",
                    r.shape.n, r.shape.k, r.m, r.ours_us, r.cublas_us, r.floor_us, r.bytes,
-                   100.0 * r.floor_us / r.ours_us, r.cublas_us / r.ours_us, r.tiles, r.warps,
+                   100.0 * r.floor_us / r.ours_us, r.cublas_us / r.ours_us, r.plain_us, r.tiles, r.warps,
                    i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <set>
 #include <string>
@@ -149,6 +150,54 @@ TEST(Sm80Mxfp4GemvScales, SpecialScaleCodesAreExact) {
       const double bound = std::sqrt(a2 * w2) / 4096 + 1e-30;
       EXPECT_TRUE(std::fabs(double(got) - want) <= bound)
           << "m=" << m << " n=" << n << ": got " << got << ", want " << want << ", bound " << bound;
+    }
+}
+
+// The cp.async-pipelined variant (the BF16 default) and the plain kernel run the same
+// chunks in the same order per warp and reduce alike: their outputs must be bit-identical,
+// for every configuration the benchmark sweeps.
+TEST(Sm80Mxfp4GemvPipelined, BitIdenticalToThePlainKernel) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    GTEST_SKIP() << "no CUDA device";
+  }
+  const uint64_t seed = test::linear_test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  for (auto [n, k] : {std::pair<size_t, size_t>{64, 2880}, {2880, 4096}, {33, 104}, {4097, 2880}})
+    for (size_t m : {1, 3, 8}) {
+      SCOPED_TRACE(testing::Message() << "N=" << n << " K=" << k << " M=" << m);
+      const LinearCase c{n, k, m, true, ActivationFormat::bf16, OutputFormat::f32};
+      const test::RandomLinear r = test::make_random_linear(c, seed + n + k + m);
+      const GemvPacked packed = mxfp4_gemv_pack(r.weights());
+      DeviceArray<uint8_t> w(packed.weights.size()), sc(packed.scales.size()), act(r.act.size());
+      DeviceArray<float> bias(n * 4), out(m * n * 4);
+      NIBBLE_CUDA_CHECK(cudaMemcpy(w.ptr, packed.weights.data(), packed.weights.size(), cudaMemcpyHostToDevice));
+      NIBBLE_CUDA_CHECK(cudaMemcpy(sc.ptr, packed.scales.data(), packed.scales.size(), cudaMemcpyHostToDevice));
+      NIBBLE_CUDA_CHECK(cudaMemcpy(act.ptr, r.act.data(), r.act.size(), cudaMemcpyHostToDevice));
+      NIBBLE_CUDA_CHECK(cudaMemcpy(bias.ptr, r.bias.data(), n * 4, cudaMemcpyHostToDevice));
+      GemvLaunch l;
+      l.weights = w.ptr, l.scales = sc.ptr, l.act = act.ptr, l.bias = bias.ptr, l.out = out.ptr;
+      l.n = n, l.k = k, l.m = m, l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
+      l.activation = ActivationFormat::bf16, l.output = OutputFormat::f32;
+      l.special_scales = packed.special_scales;
+      for (int tiles : {1, 2})
+        for (int warps : {2, 4, 8, 16}) {
+          std::vector<float> got[2];
+          for (int pipelined : {0, 1}) {
+            l.tiles_per_cta = tiles, l.warps = warps, l.pipelined = pipelined;
+            NIBBLE_CUDA_CHECK(cudaMemset(out.ptr, 0xff, m * n * 4));  // NaN poison
+            NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(l, nullptr)));
+            NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
+            got[pipelined].resize(m * n);
+            NIBBLE_CUDA_CHECK(cudaMemcpy(got[pipelined].data(), out.ptr, m * n * 4, cudaMemcpyDeviceToHost));
+          }
+          size_t differ = 0;
+          for (size_t i = 0; i < m * n; ++i)
+            differ += std::memcmp(&got[0][i], &got[1][i], 4) != 0 || std::isnan(got[1][i]);
+          EXPECT_EQ(differ, 0u) << "t" << tiles << "w" << warps << ": " << differ << " of " << m * n
+                                << " outputs differ (or are NaN)";
+        }
     }
 }
 

@@ -97,6 +97,9 @@ struct GemvLaunch {
   OutputFormat output = OutputFormat::f32;
   bool special_scales = false;
   int tiles_per_cta = 0, warps = 0;
+  // The cp.async-pipelined variant (BF16 activations, 16-byte aligned rows, K % 8 == 0):
+  // -1 where it applies (the default), 0 never, 1 always (invalid where it cannot apply).
+  int pipelined = -1;
   int multiprocessors = 132;     // of the device, for the default choice
 };
 
