@@ -125,6 +125,7 @@ std::vector<LinearModule> find_linear_modules(const std::vector<TensorInfo>& ten
                    "[.., N, K/32]",
                    name, scales_name, fmt::join(t.shape, ", "), fmt::join(s.shape, ", "));
       m.name = ends_with(base, ".weight") ? base.substr(0, base.size() - 7) : base;
+      m.parameter = base;
       m.layout = SourceLayout::mxfp4_gpt_oss;
       m.tensors = {name, scales_name};
       m.shape.assign(t.shape.begin(), t.shape.end() - 1);
@@ -143,6 +144,7 @@ std::vector<LinearModule> find_linear_modules(const std::vector<TensorInfo>& ten
                    "[N, K/32]",
                    name, fmt::join(t.shape, ", "), scale_name, fmt::join(s.shape, ", "));
       m.name = base;
+      m.parameter = base + ".weight";
       m.layout = SourceLayout::mxfp4_compressed_tensors;
       m.tensors = {name, scale_name};
       m.shape = {t.shape[0], t.shape[1] * 2};
@@ -150,6 +152,7 @@ std::vector<LinearModule> find_linear_modules(const std::vector<TensorInfo>& ten
     } else if (ends_with(name, ".weight")) {
       if (t.shape.size() != 2 || is_norm_name(name.substr(0, name.size() - 7))) continue;
       m.name = name.substr(0, name.size() - 7);
+      m.parameter = name;
       m.layout = SourceLayout::dense;
       m.tensors = {name};
       m.shape = t.shape;
@@ -158,6 +161,7 @@ std::vector<LinearModule> find_linear_modules(const std::vector<TensorInfo>& ten
                (ends_with(name, ".experts.gate_up_proj") || ends_with(name, ".experts.down_proj"))) {
       // gpt-oss BF16 fused experts: [E, K, N] (the forward computes x @ W).
       m.name = name;
+      m.parameter = name;
       m.layout = SourceLayout::dense_kn;
       m.tensors = {name};
       m.shape = {t.shape[0], t.shape[2], t.shape[1]};

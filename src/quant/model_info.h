@@ -62,6 +62,9 @@ struct LinearModule {
   ModuleKind kind = ModuleKind::other;
   SourceLayout layout = SourceLayout::dense;
   std::vector<std::string> tensors;  // source tensor(s): the weight, or blocks+scales
+  // The PyTorch parameter the weight is, as PEFT's target_parameters names it:
+  // "<module>.weight", or for gpt-oss fused experts (a bare nn.Parameter) the module name.
+  std::string parameter;
   std::vector<int64_t> shape;        // the weight's logical shape [.., N, K] (K last, always)
   DType dtype = DType::BF16;         // source element type (U8 for MXFP4 sources)
   int64_t experts = 1;               // leading dimension of fused experts, else 1

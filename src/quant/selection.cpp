@@ -137,6 +137,12 @@ LayerPlan plan_layers(const ModelInfo& model, const SelectionOptions& options) {
         plan.warnings.push_back(fmt::format(
             "{} matches --exclude '{}' but is already MXFP4 in the input: passed through as is",
             m.name, *excluded));
+      if (options.lora)
+        if (const std::string why = options.lora->targets(m); !why.empty())
+          plan.warnings.push_back(fmt::format(
+              "{}: the LoRA adapter targets it ({}) but it is already MXFP4 in the input: passed "
+              "through as is (there is no BF16 weight to keep)",
+              m.name, why));
       plan.modules.push_back(std::move(d));
       continue;
     }
@@ -189,8 +195,8 @@ LayerPlan plan_layers(const ModelInfo& model, const SelectionOptions& options) {
       if (options.lora_gate == LoraGate::broad && m.kind != ModuleKind::moe) {
         keep("lora_broad", "LoRA broad gate keeps every dense layer BF16 (--lora " + options.lora->directory + ")");
         candidate = false;
-      } else if (options.lora->targets(m.name, m.kind == ModuleKind::lm_head)) {
-        keep("lora_narrow", "the LoRA adapter targets it (--lora " + options.lora->directory + ")");
+      } else if (const std::string why = options.lora->targets(m); !why.empty()) {
+        keep("lora_narrow", "the LoRA adapter targets it (" + why + "; --lora " + options.lora->directory + ")");
         candidate = false;
       }
     }

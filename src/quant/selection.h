@@ -10,7 +10,9 @@
 //   4. gates, for candidates:
 //        tied embeddings: lm_head kept BF16 (warning); embed refused (Error) unless lm_head is
 //                         asked for too and accept_tied_mxfp4 is set: then both share MXFP4
-//        LoRA narrow:     modules the adapter targets kept BF16 (warning)
+//        LoRA narrow:     modules the adapter targets kept BF16 (warning; see lora.h for how
+//                         PEFT's target_modules / target_parameters / layers_to_transform
+//                         resolve); a target already MXFP4 in the input: warning only
 //        LoRA broad:      every dense (non-MoE) module kept BF16 (warning)
 //        K % 32 != 0:     kept BF16 (other tools cannot read a padded last block)
 //        dtype:           a candidate that is not F32/BF16/F16 is an Error naming it

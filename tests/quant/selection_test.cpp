@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 
@@ -98,6 +102,19 @@ std::string error_of(const std::function<void()>& f) {
     return e.message();
   }
   return "(no error)";
+}
+
+// The linear module a single tensor makes ("...q_proj.weight" [64, 64], or a gpt-oss fused
+// expert parameter [E, K, N]).
+LinearModule module_of(const std::string& tensor, std::vector<int64_t> shape = {64, 64}) {
+  const auto modules = find_linear_modules({{tensor, DType::BF16, std::move(shape)}});
+  EXPECT_EQ(modules.size(), 1u) << tensor;
+  return modules.at(0);
+}
+
+// Whether `adapter` targets the module of `tensor`.
+bool targets(const LoraAdapter& adapter, const std::string& tensor, std::vector<int64_t> shape = {64, 64}) {
+  return !adapter.targets(module_of(tensor, std::move(shape))).empty();
 }
 
 TEST(ModuleDiscovery, LlamaNamesAreClassified) {
@@ -293,47 +310,172 @@ TEST(TiedGate, EmbedRefusedUnlessBothAskedAndAccepted) {
 
 TEST(LoraGate, ListTargetsMatchBySuffix) {
   const LoraAdapter a = lora_adapter_from_config({{"target_modules", {"q_proj", "v_proj"}}}, {}, "ad");
-  EXPECT_TRUE(a.targets("model.layers.0.self_attn.q_proj", false));
-  EXPECT_FALSE(a.targets("model.layers.0.self_attn.k_proj", false));
-  EXPECT_FALSE(a.targets("model.layers.0.self_attn.xq_proj", false));  // suffix needs a dot
+  EXPECT_TRUE(targets(a, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.0.self_attn.k_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.0.self_attn.xq_proj.weight"));  // suffix needs a dot
   const ModelInfo info = model_info_from_tensors(llama_tensors(2), kUntied);
   SelectionOptions o = with_tokens("qkv,o");
   o.lora = &a;
   const LayerPlan plan = plan_layers(info, o);
   EXPECT_EQ(quantized(plan), (std::set<std::string>{"model.layers.0.self_attn.k_proj", "model.layers.0.self_attn.o_proj",
                                                     "model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.o_proj"}));
-  EXPECT_TRUE(has_warning(plan, "model.layers.1.self_attn.v_proj: kept BF16: the LoRA adapter targets it"));
+  EXPECT_TRUE(has_warning(plan, "model.layers.1.self_attn.v_proj: kept BF16: the LoRA adapter targets it (target_modules"));
   EXPECT_EQ(plan.gates.size(), 4u);
 }
 
 TEST(LoraGate, RegexTargetsMustMatchTheWholeName) {
   const LoraAdapter a =
       lora_adapter_from_config({{"target_modules", R"(.*layers\.1\..*(q|k)_proj)"}}, {}, "ad");
-  EXPECT_TRUE(a.targets("model.layers.1.self_attn.q_proj", false));
-  EXPECT_FALSE(a.targets("model.layers.0.self_attn.q_proj", false));
-  EXPECT_FALSE(a.targets("model.layers.1.self_attn.q_proj.extra", false));
+  EXPECT_TRUE(targets(a, "model.layers.1.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.1.self_attn.q_proj.extra.weight"));
   const LoraAdapter b = lora_adapter_from_config({{"target_modules", "q_proj"}}, {}, "ad");
-  EXPECT_FALSE(b.targets("model.layers.1.self_attn.q_proj", false));  // regex: full match only
+  EXPECT_FALSE(targets(b, "model.layers.1.self_attn.q_proj.weight"));  // regex: full match only
   EXPECT_NE(error_of([] { lora_adapter_from_config({{"target_modules", "(unclosed"}}, {}, "ad"); })
                 .find("not a valid regex"),
             std::string::npos);
 }
 
-TEST(LoraGate, AllLinearExcludesAndWeightNames) {
+TEST(LoraGate, ExcludesAndWeightNames) {
   const LoraAdapter a = lora_adapter_from_config(
-      {{"target_modules", "all-linear"}, {"exclude_modules", {"down_proj"}}}, {}, "ad");
-  EXPECT_TRUE(a.targets("model.layers.0.mlp.up_proj", false));
-  EXPECT_FALSE(a.targets("lm_head", true));
-  EXPECT_FALSE(a.targets("model.layers.0.mlp.down_proj", false));
+      {{"target_modules", {"up_proj", "down_proj"}}, {"exclude_modules", json::array({"down_proj"})}}, {}, "ad");
+  EXPECT_TRUE(targets(a, "model.layers.0.mlp.up_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.0.mlp.down_proj.weight"));
   const LoraAdapter w = lora_adapter_from_config(
       json::object(), {"base_model.model.model.layers.3.mlp.up_proj.lora_A.weight"}, "ad");
-  EXPECT_TRUE(w.targets("model.layers.3.mlp.up_proj", false));
-  EXPECT_FALSE(w.targets("model.layers.2.mlp.up_proj", false));
-  EXPECT_NE(error_of([] { lora_adapter_from_config(json::object(), {}, "ad"); }).find("target_modules"),
+  EXPECT_TRUE(targets(w, "model.layers.3.mlp.up_proj.weight"));
+  EXPECT_FALSE(targets(w, "model.layers.2.mlp.up_proj.weight"));
+  // LoRA weights in the file win over exclude_modules: PEFT wrapped that module.
+  const LoraAdapter x = lora_adapter_from_config(
+      {{"target_modules", json::array({"q_proj"})}, {"exclude_modules", json::array({"up_proj"})}},
+      {"base_model.model.model.layers.3.mlp.up_proj.lora_B.weight"}, "ad");
+  EXPECT_TRUE(targets(x, "model.layers.3.mlp.up_proj.weight"));
+  EXPECT_NE(error_of([] { lora_adapter_from_config(json::object(), {}, "ad"); }).find("target_modules and target_parameters"),
             std::string::npos);
   EXPECT_NE(error_of([] { lora_adapter_from_config({{"target_modules", 3}}, {}, "ad"); })
                 .find("must be a string (regex) or a list"),
             std::string::npos);
+}
+
+// PEFT's "all-linear": nn.Linear-style modules only, never the output layer.
+TEST(LoraGate, AllLinearMatchesDenseLinearModulesOnly) {
+  for (const char* spelling : {"all-linear", "ALL-Linear"}) {
+    const LoraAdapter a = lora_adapter_from_config({{"target_modules", spelling}}, {}, "ad");
+    EXPECT_TRUE(a.all_linear) << spelling;
+    EXPECT_TRUE(targets(a, "model.layers.0.self_attn.q_proj.weight"));
+    EXPECT_TRUE(targets(a, "model.layers.0.self_attn.o_proj.weight"));
+    EXPECT_TRUE(targets(a, "model.layers.0.mlp.down_proj.weight"));
+    EXPECT_TRUE(targets(a, "model.layers.0.block_sparse_moe.experts.3.w2.weight"));  // one expert's nn.Linear
+    EXPECT_TRUE(targets(a, "model.vision.patch_proj.weight"));                       // "other": counted
+    EXPECT_FALSE(targets(a, "lm_head.weight", {100, 64}));
+    EXPECT_FALSE(targets(a, "model.embed_tokens.weight", {100, 64}));
+    EXPECT_FALSE(targets(a, "model.layers.0.mlp.router.weight", {4, 64}));
+    EXPECT_FALSE(targets(a, "model.layers.0.block_sparse_moe.gate.weight", {8, 64}));
+    EXPECT_FALSE(targets(a, "model.layers.0.mlp.experts.gate_up_proj", {4, 64, 128}));  // fused parameter
+  }
+  // In a plan over gpt-oss: attention kept, experts still MXFP4, lm_head not a LoRA target.
+  const LoraAdapter a = lora_adapter_from_config({{"target_modules", "all-linear"}}, {}, "ad");
+  const ModelInfo info = model_info_from_tensors(gpt_oss_tensors(1, true), kUntied);
+  SelectionOptions o = with_tokens("all");
+  o.lora = &a;
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_EQ(quantized(plan), (std::set<std::string>{"lm_head", "model.layers.0.mlp.experts.down_proj",
+                                                    "model.layers.0.mlp.experts.gate_up_proj"}));
+  EXPECT_NE(plan.find("model.layers.0.self_attn.k_proj")->reason.find("target_modules all-linear"), std::string::npos);
+}
+
+// gpt-oss fused experts are nn.Parameters: PEFT reaches them through target_parameters.
+TEST(LoraGate, TargetParametersKeepFusedExperts) {
+  const json config = {{"target_modules", nullptr},
+                       {"target_parameters", {"mlp.experts.gate_up_proj", "mlp.experts.down_proj"}}};
+  const LoraAdapter a = lora_adapter_from_config(config, {}, "ad");  // accepted without target_modules
+  EXPECT_TRUE(targets(a, "model.layers.0.mlp.experts.gate_up_proj", {4, 64, 128}));
+  EXPECT_FALSE(targets(a, "model.layers.0.self_attn.q_proj.weight"));
+  const ModelInfo info = model_info_from_tensors(gpt_oss_tensors(2, true), kUntied);
+  SelectionOptions o = with_tokens("moe,qkv");
+  o.lora = &a;
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_FALSE(plan.find("model.layers.1.mlp.experts.down_proj")->mxfp4);
+  EXPECT_NE(plan.find("model.layers.1.mlp.experts.down_proj")->reason.find(
+                "target_parameters names model.layers.1.mlp.experts.down_proj"),
+            std::string::npos);
+  EXPECT_TRUE(plan.find("model.layers.1.self_attn.q_proj")->mxfp4);
+  EXPECT_EQ(plan.gates.size(), 4u);
+  // A parameter name of a dense layer (its ".weight") matches that layer.
+  const LoraAdapter w = lora_adapter_from_config({{"target_parameters", json::array({"self_attn.q_proj.weight"})}}, {}, "ad");
+  EXPECT_TRUE(targets(w, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(w, "model.layers.0.self_attn.k_proj.weight"));
+  // Already MXFP4 in the input: nothing to keep, said so.
+  const ModelInfo mx = model_info_from_tensors(gpt_oss_tensors(1, false), kUntied);
+  o.lora = &a;
+  const LayerPlan p2 = plan_layers(mx, o);
+  EXPECT_TRUE(p2.find("model.layers.0.mlp.experts.down_proj")->passthrough);
+  EXPECT_TRUE(has_warning(p2, "model.layers.0.mlp.experts.down_proj: the LoRA adapter targets it"));
+  EXPECT_NE(error_of([] { lora_adapter_from_config({{"target_parameters", "mlp.experts.down_proj"}}, {}, "ad"); })
+                .find("target_parameters must be a list"),
+            std::string::npos);
+  // PEFT keeps those LoRA weights in a wrapper of the experts module (nested per parameter).
+  const LoraAdapter f = lora_adapter_from_config(
+      json::object(), {"base_model.model.model.layers.1.mlp.experts.base_layer.lora_A.weight"}, "ad");
+  EXPECT_TRUE(targets(f, "model.layers.1.mlp.experts.down_proj", {4, 64, 64}));
+  EXPECT_FALSE(targets(f, "model.layers.0.mlp.experts.down_proj", {4, 64, 64}));
+}
+
+// layers_to_transform / layers_pattern restrict suffix matches to those layer indices.
+TEST(LoraGate, LayersToTransform) {
+  const LoraAdapter a =
+      lora_adapter_from_config({{"target_modules", {"q_proj", "down_proj"}}, {"layers_to_transform", {1, 3}}}, {}, "ad");
+  EXPECT_FALSE(targets(a, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_TRUE(targets(a, "model.layers.1.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.10.self_attn.q_proj.weight"));
+  // The layer is the FIRST numbered segment, not an expert index.
+  EXPECT_TRUE(targets(a, "model.layers.3.mlp.experts.0.down_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.0.mlp.experts.1.down_proj.weight"));
+  EXPECT_FALSE(targets(a, "lm_head.down_proj.weight"));  // no layer index: not targeted
+  // An exact name is not restricted (PEFT's rule).
+  const LoraAdapter e = lora_adapter_from_config(
+      {{"target_modules", json::array({"model.layers.0.self_attn.q_proj"})}, {"layers_to_transform", 1}}, {}, "ad");
+  EXPECT_TRUE(targets(e, "model.layers.0.self_attn.q_proj.weight"));
+  // An int, and layers_pattern naming where the index is.
+  const LoraAdapter p = lora_adapter_from_config(
+      {{"target_modules", json::array({"down_proj"})}, {"layers_to_transform", 1}, {"layers_pattern", "experts"}}, {}, "ad");
+  EXPECT_TRUE(targets(p, "model.layers.0.mlp.experts.1.down_proj.weight"));
+  EXPECT_FALSE(targets(p, "model.layers.1.mlp.experts.0.down_proj.weight"));
+  EXPECT_FALSE(targets(p, "model.layers.1.mlp.down_proj.weight"));  // pattern absent
+  const LoraAdapter l = lora_adapter_from_config(
+      {{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", json::array({0})}, {"layers_pattern", {"h", "layers"}}}, {}, "ad");
+  EXPECT_TRUE(targets(l, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(l, "model.layers.2.self_attn.q_proj.weight"));
+  // In a plan: only layer 1's q_proj stays BF16.
+  const ModelInfo info = model_info_from_tensors(llama_tensors(3), kUntied);
+  SelectionOptions o = with_tokens("qkv");
+  o.lora = &a;
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_EQ(plan.gates.size(), 1u);
+  EXPECT_FALSE(plan.find("model.layers.1.self_attn.q_proj")->mxfp4);
+  EXPECT_NE(plan.find("model.layers.1.self_attn.q_proj")->reason.find("layer 1 in layers_to_transform"), std::string::npos);
+  EXPECT_TRUE(plan.find("model.layers.2.self_attn.q_proj")->mxfp4);
+}
+
+// The combinations PEFT's LoraConfig refuses are refused here too, naming the field.
+TEST(LoraGate, LayerFieldsPeftRefusesAreRefused) {
+  const std::pair<json, const char*> cases[] = {
+      {{{"target_modules", ".*q_proj"}, {"layers_to_transform", json::array({0})}}, "layers_to_transform cannot be used when target_modules is a string (a regex)"},
+      {{{"target_modules", "all-linear"}, {"layers_pattern", "layers"}}, "layers_pattern cannot be used when target_modules is a string (all-linear)"},
+      {{{"target_modules", json::array({"q_proj"})}, {"layers_pattern", "layers"}}, "layers_pattern is given without layers_to_transform"},
+      {{{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", "1"}}, "layers_to_transform must be an integer or a list"},
+      {{{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", json::array({1.5})}}, "layers_to_transform must hold integers"},
+      {{{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", json::array({1})}, {"layers_pattern", "(x"}}, "layers_pattern is not a valid regex"},
+  };
+  for (const auto& [config, needle] : cases) {
+    const std::string m = error_of([&] { lora_adapter_from_config(config, {}, "ad"); });
+    EXPECT_NE(m.find(needle), std::string::npos) << config.dump() << "\n" << m;
+    EXPECT_NE(m.find("ad/adapter_config.json"), std::string::npos) << m;
+  }
+  // An empty list is "every layer", as in PEFT.
+  const LoraAdapter a =
+      lora_adapter_from_config({{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", json::array()}}, {}, "ad");
+  EXPECT_TRUE(targets(a, "model.layers.7.self_attn.q_proj.weight"));
 }
 
 TEST(LoraGate, BroadKeepsEveryDenseLayerButNotExperts) {

@@ -256,7 +256,67 @@ TEST(QuantizeCli, LoraNarrowGateFromAdapterDirectory) {
   const RunResult b = run_nibble("quantize " + q(s.path / "in") + " --dry-run --mxfp4-layers all --lora " +
                                  q(s.path / "adapter") + " --lora-gate broad");
   ASSERT_EQ(b.exit_code, 0) << b.err;
-  EXPECT_NE(b.out.find("0 MXFP4"), std::string::npos) << b.out;
+  EXPECT_NE(b.out.find("\n16 linear modules: 0 MXFP4, 16 kept\n"), std::string::npos) << b.out;
+}
+
+// gpt-oss experts are nn.Parameters: a PEFT adapter reaches them with target_parameters only.
+TEST(QuantizeCli, LoraTargetParametersKeepGptOssExperts) {
+  ScratchDir s;
+  const TensorSet src = write_gpt_oss(s.path / "in", false, 2, 64, 96, 2);
+  fs::create_directories(s.path / "adapter");
+  write_json(s.path / "adapter" / "adapter_config.json",
+             {{"peft_type", "LORA"}, {"r", 8}, {"target_modules", json::array()},
+              {"target_parameters", {"mlp.experts.gate_up_proj", "mlp.experts.down_proj"}}});
+  const RunResult r = run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "out") +
+                                 " --mxfp4-layers moe,qkv -q --lora " + q(s.path / "adapter"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Checkpoint out(s.path / "out");
+  for (const char* name : {"model.layers.0.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj"}) {
+    EXPECT_EQ(bytes_of(out.at(name)), src.bytes(name)) << name;
+    EXPECT_EQ(out.find(std::string(name) + "_blocks"), nullptr) << name;
+  }
+  EXPECT_NE(out.find("model.layers.1.self_attn.q_proj.weight_blocks"), nullptr);
+  EXPECT_NE(r.err.find("model.layers.1.mlp.experts.down_proj: kept BF16: the LoRA adapter targets it "
+                       "(target_parameters names model.layers.1.mlp.experts.down_proj"),
+            std::string::npos)
+      << r.err;
+  const json qc = read_json(s.path / "out" / "config.json")["quantization_config"];
+  EXPECT_EQ(qc["nibble"]["gates"].size(), 4u);
+  const auto& keep = qc["modules_to_not_convert"];
+  EXPECT_NE(std::find(keep.begin(), keep.end(), "model.layers.0.mlp.experts.gate_up_proj"), keep.end());
+}
+
+TEST(QuantizeCli, LoraAllLinearAndLayersToTransform) {
+  ScratchDir s;
+  write_llama(s.path / "in");
+  const auto dry = [&](const json& adapter) {
+    const fs::path dir = s.path / ("adapter" + std::to_string(std::random_device{}()));
+    fs::create_directories(dir);
+    write_json(dir / "adapter_config.json", adapter);
+    return run_nibble("quantize " + q(s.path / "in") + " --dry-run --mxfp4-layers all --lora " + q(dir));
+  };
+  const auto row = [](const std::string& out, const std::string& module) {
+    const size_t at = out.find("\n" + module + " ");
+    return at == std::string::npos ? std::string("(no row)") : out.substr(at + 1, out.find('\n', at + 1) - at - 1);
+  };
+  // all-linear: every projection, not lm_head (the output layer) and not the embedding.
+  const RunResult a = dry({{"target_modules", "all-linear"}});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_NE(a.out.find("\n16 linear modules: 1 MXFP4, 15 kept\n"), std::string::npos) << a.out;
+  EXPECT_NE(row(a.out, "lm_head").find("MXFP4   token 'lm_head'"), std::string::npos) << a.out;
+  EXPECT_NE(row(a.out, "model.layers.1.mlp.up_proj").find("target_modules all-linear"), std::string::npos) << a.out;
+  // layers_to_transform: only layer 1's q_proj is the adapter's.
+  const RunResult l = dry({{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", json::array({1})}, {"layers_pattern", "layers"}});
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  EXPECT_NE(row(l.out, "model.layers.1.self_attn.q_proj").find("kept    the LoRA adapter targets it (target_modules, layer 1"),
+            std::string::npos)
+      << l.out;
+  EXPECT_NE(row(l.out, "model.layers.0.self_attn.q_proj").find("MXFP4"), std::string::npos) << l.out;
+  // What PEFT refuses is refused, naming the field; nothing is written.
+  const RunResult x = dry({{"target_modules", ".*q_proj"}, {"layers_to_transform", json::array({1})}});
+  EXPECT_EQ(x.exit_code, 1);
+  EXPECT_NE(x.err.find("layers_to_transform cannot be used when target_modules is a string"), std::string::npos) << x.err;
+  EXPECT_TRUE(leftovers(s.path).empty());
 }
 
 TEST(QuantizeCli, DryRunPrintsEveryModuleAndWritesNothing) {
