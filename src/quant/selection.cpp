@@ -214,6 +214,23 @@ LayerPlan plan_layers(const ModelInfo& model, const SelectionOptions& options) {
     }
     plan.modules.push_back(std::move(d));
   }
+  // A tied checkpoint without an lm_head tensor: the output layer reads the embedding table,
+  // so there is no module above to decide; say what lm_head gets when it was asked for.
+  if (!head && head_asked && !tied.empty()) {
+    const LinearModule* embed = nullptr;
+    for (const auto& e : model.modules)
+      if (e.kind == ModuleKind::embed) embed = &e;
+    const ModuleDecision* e = embed ? plan.find(embed->name) : nullptr;
+    if (e) {
+      const bool shared = e->mxfp4;
+      const std::string detail = fmt::format(
+          "the output layer has no tensor of its own and reads {} ({}), {}", embed->name, tied,
+          shared ? "in MXFP4 (one shared table, --accept-tied-mxfp4)" : "which stays BF16");
+      plan.gates.push_back({"tied_embeddings", "lm_head", detail});
+      plan.warnings.push_back(fmt::format("lm_head: {}: {}", shared ? "shares the embedding's MXFP4 table" : "kept BF16",
+                                          detail));
+    }
+  }
   for (const auto* globs : {&options.include, &options.exclude}) {
     for (const auto& g : *globs) {
       const bool any = std::any_of(model.modules.begin(), model.modules.end(),

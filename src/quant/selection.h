@@ -9,7 +9,10 @@
 //   3. a token or an --include glob selects -> candidate, else kept ("not selected")
 //   4. gates, for candidates:
 //        tied embeddings: lm_head kept BF16 (warning); embed refused (Error) unless lm_head is
-//                         asked for too and accept_tied_mxfp4 is set: then both share MXFP4
+//                         asked for too and accept_tied_mxfp4 is set: then both share MXFP4.
+//                         With no lm_head tensor at all, asking for lm_head still gives a
+//                         warning and a "tied_embeddings" gate for "lm_head" (the output layer
+//                         reads the embedding table, BF16 or the shared MXFP4 one)
 //        LoRA narrow:     modules the adapter targets kept BF16 (warning; see lora.h for how
 //                         PEFT's target_modules / target_parameters / layers_to_transform
 //                         resolve); a target already MXFP4 in the input: warning only

@@ -277,6 +277,35 @@ TEST(TiedGate, NoSeparateLmHead) {
   const std::string m = error_of([&] { plan_layers(info, with_tokens("embed")); });
   EXPECT_NE(m.find("refusing to quantize model.embed_tokens"), std::string::npos) << m;
   EXPECT_NE(m.find("--accept-tied-mxfp4"), std::string::npos) << m;
+  // lm_head asked for (by token, by `all`, by a glob) though there is no tensor: a warning
+  // and a gate record say the output layer reads the BF16 embedding table.
+  for (const char* tokens : {"lm_head,qkv", "all"}) {
+    const LayerPlan plan = plan_layers(info, with_tokens(tokens));
+    EXPECT_EQ(plan.find("lm_head"), nullptr);
+    EXPECT_TRUE(has_warning(plan, "lm_head: kept BF16: the output layer has no tensor of its own and reads "
+                                  "model.embed_tokens (the checkpoint has no separate lm_head weight), which "
+                                  "stays BF16"))
+        << tokens;
+    ASSERT_EQ(plan.gates.size(), 1u) << tokens;
+    EXPECT_EQ(plan.gates[0].gate, "tied_embeddings");
+    EXPECT_EQ(plan.gates[0].module, "lm_head");
+    EXPECT_NE(plan.gates[0].detail.find("which stays BF16"), std::string::npos);
+  }
+  SelectionOptions g = with_tokens("qkv");
+  g.include = {"lm_head"};
+  EXPECT_EQ(plan_layers(info, g).gates.size(), 1u);
+  // Not asked for: nothing to say.
+  const LayerPlan quiet = plan_layers(info, with_tokens("qkv,o,mlp"));
+  EXPECT_TRUE(quiet.gates.empty());
+  EXPECT_TRUE(quiet.warnings.empty());
+  // Both asked and accepted: the output layer reads the one MXFP4 table.
+  SelectionOptions both = with_tokens("embed,lm_head");
+  both.accept_tied_mxfp4 = true;
+  const LayerPlan shared = plan_layers(info, both);
+  EXPECT_TRUE(shared.find("model.embed_tokens")->mxfp4);
+  ASSERT_EQ(shared.gates.size(), 2u);
+  EXPECT_EQ(shared.gates[1].module, "lm_head");
+  EXPECT_NE(shared.gates[1].detail.find("in MXFP4 (one shared table"), std::string::npos) << shared.gates[1].detail;
 }
 
 TEST(TiedGate, AliasingFlagFromStorage) {

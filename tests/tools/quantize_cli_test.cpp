@@ -229,12 +229,51 @@ TEST(QuantizeCli, TiedEmbeddingsByteIdenticalCopyKeepsLmHead) {
   EXPECT_EQ(e.exit_code, 1);
   EXPECT_NE(e.err.find("refusing to quantize model.embed_tokens"), std::string::npos) << e.err;
   EXPECT_FALSE(fs::exists(s.path / "e"));
-  // Both asked and accepted: one shared table.
+  // Both asked and accepted: one shared table. lm_head's copy is the codec's MXFP4 of the
+  // embedding's own bytes (so the output layer reads exactly the embedding's table), and the
+  // consent is recorded as a gate.
   const RunResult ok = run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "both") +
                                   " --mxfp4-layers embed,lm_head --accept-tied-mxfp4");
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.err.find("share one MXFP4 table"), std::string::npos) << ok.err;
   Checkpoint both(s.path / "both");
-  EXPECT_EQ(bytes_of(both.at("lm_head.weight_blocks")), bytes_of(both.at("model.embed_tokens.weight_blocks")));
+  const auto [eb, es] = expected_mxfp4(src.bytes("model.embed_tokens.weight").data(), 96, 64);
+  for (const char* m : {"model.embed_tokens", "lm_head"}) {
+    EXPECT_EQ(bytes_of(both.at(std::string(m) + ".weight_blocks")), eb) << m;
+    EXPECT_EQ(bytes_of(both.at(std::string(m) + ".weight_scales")), es) << m;
+  }
+  const json g = read_json(s.path / "both" / "config.json")["quantization_config"]["nibble"]["gates"];
+  ASSERT_EQ(g.size(), 1u) << g.dump();
+  EXPECT_EQ(g[0]["module"], "model.embed_tokens");
+  EXPECT_NE(g[0]["detail"].get<std::string>().find("share one MXFP4 table"), std::string::npos);
+
+  // A tied checkpoint without an lm_head tensor: the sharing is literal. One table is
+  // written, no lm_head tensor appears, tie_word_embeddings stays true, and both gates say so.
+  const TensorSet headless = write_llama(s.path / "headless", {}, LmHead::none, true);
+  const RunResult h = run_nibble("quantize " + q(s.path / "headless") + " -o " + q(s.path / "h") +
+                                 " --mxfp4-layers embed,lm_head --accept-tied-mxfp4");
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  Checkpoint ho(s.path / "h");
+  const auto [hb, hs] = expected_mxfp4(headless.bytes("model.embed_tokens.weight").data(), 96, 64);
+  EXPECT_EQ(bytes_of(ho.at("model.embed_tokens.weight_blocks")), hb);
+  for (const TensorView* t : ho.tensors()) EXPECT_FALSE(t->name.starts_with("lm_head")) << t->name;
+  const json hc = read_json(s.path / "h" / "config.json");
+  EXPECT_EQ(hc["tie_word_embeddings"], true);
+  const json& hg = hc["quantization_config"]["nibble"]["gates"];
+  ASSERT_EQ(hg.size(), 2u) << hg.dump();
+  EXPECT_EQ(hg[1]["gate"], "tied_embeddings");
+  EXPECT_EQ(hg[1]["module"], "lm_head");
+  EXPECT_NE(hg[1]["detail"].get<std::string>().find("in MXFP4 (one shared table"), std::string::npos) << hg.dump();
+  // lm_head asked for alone there: kept with the embedding, said on stderr and in config.json.
+  const RunResult k = run_nibble("quantize " + q(s.path / "headless") + " -o " + q(s.path / "k") + " --mxfp4-layers all");
+  ASSERT_EQ(k.exit_code, 0) << k.err;
+  EXPECT_NE(k.err.find("warning: lm_head: kept BF16: the output layer has no tensor of its own and reads "
+                       "model.embed_tokens (config.json sets tie_word_embeddings: true), which stays BF16"),
+            std::string::npos)
+      << k.err;
+  const json kg = read_json(s.path / "k" / "config.json")["quantization_config"]["nibble"]["gates"];
+  ASSERT_EQ(kg.size(), 1u) << kg.dump();
+  EXPECT_EQ(kg[0]["module"], "lm_head");
 }
 
 TEST(QuantizeCli, LoraNarrowGateFromAdapterDirectory) {
