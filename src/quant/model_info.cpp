@@ -185,11 +185,23 @@ std::vector<LinearModule> find_linear_modules(const std::vector<TensorInfo>& ten
   return modules;
 }
 
+std::optional<bool> tie_word_embeddings_default(std::string_view model_type) {
+  // Read from transformers' configuration_<type>.py (commit 008e574, 2026): each of these
+  // classes declares tie_word_embeddings: bool = False.
+  if (one_of(model_type, {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gpt_oss"}))
+    return false;
+  return std::nullopt;
+}
+
 std::string ModelInfo::tied_reason() const {
-  if (tie_config.value_or(true)) {
+  const std::optional<bool> type_default = tie_word_embeddings_default(model_type);
+  if (tie_config.value_or(type_default.value_or(true))) {
     if (!has_embed) return {};  // nothing to tie to
-    return tie_config ? "config.json sets tie_word_embeddings: true"
-                      : "config.json has no tie_word_embeddings (Hugging Face's default is true)";
+    if (tie_config) return "config.json sets tie_word_embeddings: true";
+    return fmt::format("config.json has no tie_word_embeddings and {}: treated as tied, "
+                       "as transformers' PretrainedConfig default (true) would",
+                       model_type.empty() ? std::string("no model_type")
+                                          : fmt::format("model_type '{}' is not one whose default is known", model_type));
   }
   if (has_embed && !has_lm_head) return "the checkpoint has no separate lm_head weight";
   if (lm_head_aliases_embed) return "lm_head and embed_tokens are the same data (" + alias_detail + ")";
@@ -221,6 +233,10 @@ ModelInfo model_info_from_tensors(const std::vector<TensorInfo>& tensors, const 
       if (const auto it = tc->find("tie_word_embeddings"); it != tc->end() && it->is_boolean())
         info.tie_config = it->get<bool>();
     }
+  }
+  if (const auto it = config.find("model_type"); it != config.end() && !it->is_null()) {
+    NIBBLE_CHECK(it->is_string(), "config.json: model_type must be a string, found {}", it->dump());
+    info.model_type = it->get<std::string>();
   }
   if (const auto it = config.find("architectures"); it != config.end()) {
     NIBBLE_CHECK(it->is_array(), "config.json: architectures must be a list, found {}", it->dump());

@@ -265,10 +265,34 @@ TEST(TiedGate, ConfigFlagKeepsLmHeadWithAWarning) {
   EXPECT_TRUE(plan.find("model.layers.0.self_attn.q_proj")->mxfp4);
 }
 
-TEST(TiedGate, AbsentFlagFollowsHuggingFaceDefault) {
-  const ModelInfo info = model_info_from_tensors(llama_tensors(1), json::object());
-  EXPECT_NE(info.tied_reason().find("default is true"), std::string::npos);
-  EXPECT_FALSE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
+// No tie_word_embeddings in config.json: transformers uses the model_type's config class
+// default (false for these), or PretrainedConfig's true for a type we do not know.
+TEST(TiedGate, AbsentFlagFollowsTheModelTypesDefault) {
+  for (const char* type : {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gpt_oss"}) {
+    const ModelInfo info = model_info_from_tensors(llama_tensors(1), {{"model_type", type}});
+    EXPECT_EQ(info.tied_reason(), "") << type;
+    EXPECT_TRUE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4) << type;
+  }
+  const ModelInfo unknown = model_info_from_tensors(llama_tensors(1), {{"model_type", "gemma"}});
+  EXPECT_NE(unknown.tied_reason().find("model_type 'gemma' is not one whose default is known"), std::string::npos)
+      << unknown.tied_reason();
+  EXPECT_NE(unknown.tied_reason().find("PretrainedConfig default (true)"), std::string::npos);
+  EXPECT_FALSE(plan_layers(unknown, with_tokens("lm_head")).find("lm_head")->mxfp4);
+  const ModelInfo none = model_info_from_tensors(llama_tensors(1), json::object());
+  EXPECT_NE(none.tied_reason().find("no model_type"), std::string::npos) << none.tied_reason();
+  // An explicit value wins over the type's default, either way.
+  EXPECT_NE(model_info_from_tensors(llama_tensors(1), {{"model_type", "llama"}, {"tie_word_embeddings", true}})
+                .tied_reason()
+                .find("tie_word_embeddings: true"),
+            std::string::npos);
+  EXPECT_EQ(model_info_from_tensors(llama_tensors(1), {{"model_type", "gemma"}, {"tie_word_embeddings", false}})
+                .tied_reason(),
+            "");
+  // The other gates still apply when the type's default says untied.
+  const ModelInfo headless = model_info_from_tensors(llama_tensors(1, 64, 128, false), {{"model_type", "qwen2"}});
+  EXPECT_NE(headless.tied_reason().find("no separate lm_head"), std::string::npos);
+  EXPECT_NE(error_of([] { model_info_from_tensors({}, {{"model_type", 3}}); }).find("model_type must be a string"),
+            std::string::npos);
 }
 
 TEST(TiedGate, NoSeparateLmHead) {
