@@ -206,6 +206,13 @@ size_t TensorView::numel() const {
   return n;
 }
 
+void release_tensor_pages(const TensorView& t) {
+  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t.data) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes) & ~(page - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 size_t TensorSpec::nbytes() const {
   for (int64_t d : shape)
     NIBBLE_CHECK(d >= 0, "tensor '{}': shape {} has a negative dimension", name, shape_text(shape));

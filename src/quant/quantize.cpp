@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -138,17 +137,6 @@ void quantize_rows(const void* source, DType dtype, size_t rows, size_t k, uint8
   q.elements += uint64_t(rows) * k;
 }
 
-// Drops a consumed source tensor's pages from this process (they stay in the page cache).
-// The checkpoint is mapped read-only (MAP_PRIVATE, PROT_READ): a later read faults the same
-// bytes back in. Without this, every page read through the mmap stays resident and peak RSS
-// would grow to the size of the model.
-void release_source_pages(const TensorView& t) {
-  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t.data) + page - 1) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes) & ~(page - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
 // One module to quantize: produces blocks and scales once, whichever the writer asks for first,
 // and keeps the other until it is asked for (so memory stays one tensor whatever the order).
 struct QuantJob {
@@ -196,7 +184,7 @@ struct QuantJob {
     if (!done) {
       scales_cache.resize(scales_bytes());
       run(out, scales_cache.data());
-      release_source_pages(*source);
+      release_tensor_pages(*source);
       done = true;
     } else {
       std::memcpy(out, blocks_cache.data(), nbytes);
@@ -209,7 +197,7 @@ struct QuantJob {
     if (!done) {
       blocks_cache.resize(blocks_bytes());
       run(blocks_cache.data(), out);
-      release_source_pages(*source);
+      release_tensor_pages(*source);
       done = true;
     } else {
       std::memcpy(out, scales_cache.data(), nbytes);
@@ -419,7 +407,7 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
                          NIBBLE_CHECK(nbytes == t->nbytes, "internal: {} is {} bytes, writer asked {}",
                                       t->name, t->nbytes, nbytes);
                          std::memcpy(out, t->data, nbytes);
-                         release_source_pages(*t);
+                         release_tensor_pages(*t);
                          report(t);
                        }});
       continue;

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "format/safetensors.h"
 #include "quant/lora.h"
 #include "quant/model_info.h"
 #include "quant/selection.h"
@@ -332,15 +333,92 @@ TEST(TiedGate, NoSeparateLmHead) {
   EXPECT_NE(shared.gates[1].detail.find("in MXFP4 (one shared table"), std::string::npos) << shared.gates[1].detail;
 }
 
+// A checkpoint on disk with an embedding table and an lm_head of the given bytes, for the
+// storage comparison of model_info_from_checkpoint().
+struct HeadAndEmbed {
+  std::filesystem::path dir;
+  HeadAndEmbed(const std::vector<uint8_t>& embed, const std::vector<uint8_t>& head, int64_t rows, int64_t k,
+               DType head_dtype = DType::BF16) {
+    dir = std::filesystem::path(::testing::TempDir()) / ("nibble-alias-" + std::to_string(std::random_device{}()));
+    std::filesystem::create_directories(dir);
+    std::vector<TensorSpec> specs = {
+        {"model.embed_tokens.weight", DType::BF16, {rows, k}, [&](uint8_t* o, size_t n) { std::memcpy(o, embed.data(), n); }},
+        {"lm_head.weight", head_dtype, {rows, k}, [&](uint8_t* o, size_t n) { std::memcpy(o, head.data(), n); }},
+        {"model.layers.0.self_attn.q_proj.weight", DType::BF16, {k, k}, [](uint8_t* o, size_t n) { std::memset(o, 0, n); }}};
+    write_checkpoint(dir, specs);
+  }
+  ~HeadAndEmbed() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+std::vector<uint8_t> random_bytes(size_t n) {
+  std::mt19937 gen(std::random_device{}());
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = uint8_t(gen() >> 13) & 0x3f;  // small BF16 bytes, no Inf/NaN
+  return v;
+}
+
+// The resident kB of the mapping that holds `address` (/proc/self/smaps).
+long resident_kb_of_mapping(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(address);
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2 && line.find(':') > line.find(' ')) {
+      inside = a >= begin && a < end;
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      return std::stol(line.substr(4));
+    }
+  }
+  return -1;
+}
+
 TEST(TiedGate, AliasingFlagFromStorage) {
-  ModelInfo info = model_info_from_tensors(llama_tensors(1), kUntied);
-  EXPECT_FALSE(info.tied());
-  EXPECT_TRUE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
-  info.lm_head_aliases_embed = true;
-  info.alias_detail = "one storage";
-  EXPECT_FALSE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
-  EXPECT_NE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->reason.find("same data (one storage)"),
-            std::string::npos);
+  const int64_t rows = 96, k = 64;
+  const std::vector<uint8_t> embed = random_bytes(size_t(rows * k * 2));
+  {  // byte-identical copies: tied, lm_head kept
+    HeadAndEmbed c(embed, embed, rows, k);
+    Checkpoint ckpt(c.dir);
+    const ModelInfo info = model_info_from_checkpoint(ckpt, kUntied);
+    EXPECT_TRUE(info.lm_head_aliases_embed);
+    EXPECT_EQ(info.alias_detail, "byte-identical copies");
+    const LayerPlan plan = plan_layers(info, with_tokens("lm_head"));
+    EXPECT_FALSE(plan.find("lm_head")->mxfp4);
+    EXPECT_NE(plan.find("lm_head")->reason.find("same data (byte-identical copies)"), std::string::npos)
+        << plan.find("lm_head")->reason;
+  }
+  {  // one byte differs, in the last element: not tied
+    std::vector<uint8_t> head = embed;
+    head.back() ^= 1;
+    HeadAndEmbed c(embed, head, rows, k);
+    Checkpoint ckpt(c.dir);
+    const ModelInfo info = model_info_from_checkpoint(ckpt, kUntied);
+    EXPECT_FALSE(info.lm_head_aliases_embed);
+    EXPECT_TRUE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
+  }
+  {  // the same bytes read as another dtype are not the same tensor
+    HeadAndEmbed c(embed, embed, rows, k, DType::F16);
+    Checkpoint ckpt(c.dir);
+    EXPECT_FALSE(model_info_from_checkpoint(ckpt, kUntied).lm_head_aliases_embed);
+  }
+}
+
+// The comparison reads both tables through the mmap; their pages must not stay resident
+// (an embedding table can be GBs, and quantize otherwise streams with bounded memory).
+TEST(TiedGate, AliasingCheckGivesItsPagesBack) {
+  const int64_t rows = 32768, k = 128;  // 8 MB per table
+  const std::vector<uint8_t> embed = random_bytes(size_t(rows * k * 2));
+  HeadAndEmbed c(embed, embed, rows, k);
+  Checkpoint ckpt(c.dir);
+  const ModelInfo info = model_info_from_checkpoint(ckpt, kUntied);
+  ASSERT_TRUE(info.lm_head_aliases_embed);
+  const long kb = resident_kb_of_mapping(ckpt.at("lm_head.weight").data);
+  ASSERT_GE(kb, 0) << "mapping not found in /proc/self/smaps";
+  EXPECT_LT(kb, 1024) << "the 16 MB compared stay resident";
 }
 
 TEST(TiedGate, EmbedRefusedUnlessBothAskedAndAccepted) {
