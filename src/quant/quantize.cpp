@@ -16,13 +16,16 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <thread>
 
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "format/e8m0.h"
 #include "format/float16.h"
 #include "format/safetensors.h"
+#include "format/temp_file.h"
 #include "quant/block_quantizer.h"
 #include "quant/lora.h"
 
@@ -343,6 +346,8 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
       const fs::path rp = fs::absolute(options.report_path).parent_path();
       NIBBLE_CHECK(fs::is_directory(rp), "--report {}: directory {} does not exist",
                    options.report_path, rp.string());
+      NIBBLE_CHECK(!fs::is_directory(options.report_path), "--report {}: is a directory; give a file name",
+                   options.report_path);
     }
   }
 
@@ -367,6 +372,11 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
   }
   for (const TensorView* t : checkpoint.tensors()) result.bytes_in += t->nbytes;
   if (options.dry_run) return result;
+
+  // The report's temp file first, beside its target: an unwritable report directory fails
+  // here, before any work, and the file is removed on every error below.
+  std::optional<TempFile> report_file;
+  if (!options.report_path.empty()) report_file.emplace(fs::absolute(options.report_path));
 
   // Temp directory beside the target: same filesystem, so the final rename is atomic.
   TempDirectory temp;
@@ -472,11 +482,14 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
             [](const ModuleQuality& a, const ModuleQuality& b) { return a.name < b.name; });
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-  // The report first (beside its target, renamed in), then the checkpoint.
-  fs::path report_temp;
-  if (!options.report_path.empty()) {
-    report_temp = sibling_name(fs::absolute(options.report_path), "nibble-tmp");
-    write_text_file(report_temp, quality_report_json(result, options).dump(2) + "\n");
+  // The order that leaves no half state: the report is written and flushed (a failure is an
+  // error, and nothing is left), then the checkpoint is renamed into place, then the report.
+  // The last rename can only fail if something changed the report's directory during the
+  // run; the checkpoint is complete by then, so that is a warning, and the temp file goes.
+  if (report_file) {
+    const std::string text = quality_report_json(result, options).dump(2) + "\n";
+    report_file->write(text.data(), text.size());
+    report_file->finish();
   }
   check_interrupted();
   std::error_code ec;
@@ -484,22 +497,24 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
   if (fs::exists(output)) {  // --force: move the old one aside, then remove it
     old = sibling_name(output, "nibble-old");
     fs::rename(output, old, ec);
-    if (ec) fs::remove(report_temp, ec);
     NIBBLE_CHECK(!ec, "output {}: cannot replace it: {}", options.output, ec.message());
   }
   fs::rename(temp.path, output, ec);
   if (ec) {
     std::error_code ignore;
     if (!old.empty()) fs::rename(old, output, ignore);
-    if (!report_temp.empty()) fs::remove(report_temp, ignore);
     NIBBLE_THROW("output {}: cannot rename {} into place: {}", options.output, temp.path.string(),
                  ec.message());
   }
   temp.keep = true;
   if (!old.empty()) fs::remove_all(old, ec);
-  if (!report_temp.empty()) {
-    fs::rename(report_temp, options.report_path, ec);
-    NIBBLE_CHECK(!ec, "--report {}: cannot rename into place: {}", options.report_path, ec.message());
+  if (report_file) {
+    try {
+      report_file->commit();
+    } catch (const Error& e) {
+      result.warnings.push_back(fmt::format("--report {}: not written ({}); the checkpoint in {} is complete",
+                                            options.report_path, e.message(), options.output));
+    }
   }
   return result;
 }

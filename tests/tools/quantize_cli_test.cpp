@@ -461,6 +461,18 @@ TEST(QuantizeCli, BadInputsFailCleanly) {
       {"quantize " + good + " -o " + q(s.path / "good" / "sub"), "inside the input", 1},
       {"quantize " + good, "missing -o/--output", 1},
       {"quantize " + good + " -o " + out + " --report " + q(s.path / "nodir" / "r.json"), "--report", 1},
+      // the report cannot be created: fails before any work, leaves nothing
+      {"quantize " + good + " -o " + out + " --report /proc/nibble-quant-test-report.json",
+       "cannot create a temporary file beside '/proc/nibble-quant-test-report.json'", 1},
+      {"quantize " + good + " -o " + out + " --report " + q(s.path / "good"), "is a directory; give a file name", 1},
+      {"quantize " + good + " -o " + good, "is the input directory", 1},
+      {"quantize " + good + " -o " + q(s.path / "good" / "."), "is the input directory", 1},
+      // --force asks to replace an output a dry run never writes: a conflict, not ignored
+      {"quantize " + good + " --dry-run --force", "--force and --dry-run conflict", 1},
+      {"quantize " + good + " -o " + out + " --shard-size abc", "--shard-size 'abc': expected a size such as 5GB", 1},
+      {"quantize " + good + " -o " + out + " --shard-size 0", "--shard-size '0': expected a positive size", 1},
+      {"quantize " + good + " -o " + out + " --shard-size=-1GB", "expected a positive size", 1},
+      {"quantize " + good + " -o " + out + " --shard-size 5XB", "units: B, KB, MB, GB, KiB, MiB, GiB", 1},
   };
   for (const auto& [args, needle, code] : cases) {
     const RunResult r = run_nibble(args);
