@@ -209,6 +209,18 @@ struct QuantJob {
   }
 };
 
+// NIBBLE_TEST_PAUSE_FILE=PATH (for tests; README, "Debug switches"): after the first tensor is
+// written, create PATH and wait while it exists (at most 120 s; SIGINT/SIGTERM end the wait),
+// so that a test can act at a known point in the middle of a run.
+void test_pause_point() {
+  static const char* path = std::getenv("NIBBLE_TEST_PAUSE_FILE");
+  if (!path || !*path) return;
+  std::ofstream(path) << getpid() << "\n";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!g_signal && fs::exists(path) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
 // Removes a directory tree on destruction unless released.
 struct TempDirectory {
   fs::path path;
@@ -406,6 +418,7 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
     progress.bytes_done += source->nbytes;
     progress.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (options.progress) options.progress(progress);
+    if (progress.tensors_done == 1) test_pause_point();
   };
 
   for (const TensorView* t : checkpoint.tensors()) {
