@@ -128,6 +128,7 @@ void run(const Args& a, CLI::App& command) {
     return;
   }
   for (const auto& w : result.plan.warnings) std::fprintf(stderr, "nibble: warning: %s\n", w.c_str());
+  for (const auto& w : result.warnings) std::fprintf(stderr, "nibble: warning: %s\n", w.c_str());
   if (a.quiet) return;
   fmt::print("wrote {} ({} layout): {} of {} linear modules in MXFP4, {} -> {} ({:.1f}% of the input) in {:.1f} s, "
              "{}/s\n",
@@ -138,7 +139,7 @@ void run(const Args& a, CLI::App& command) {
   if (!result.copied_files.empty()) fmt::print("copied: {}\n", fmt::join(result.copied_files, ", "));
   if (!result.quality.empty()) fmt::print("quality (dequantized vs source, scale rule {}):\n{}", a.scale_rule,
                                           format_quality_summary(result));
-  if (!a.report.empty()) fmt::print("report: {}\n", a.report);
+  if (!a.report.empty() && result.warnings.empty()) fmt::print("report: {}\n", a.report);
 }
 
 void setup(CLI::App& command) {

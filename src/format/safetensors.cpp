@@ -13,6 +13,7 @@
 #include <set>
 
 #include "base/error.h"
+#include "format/temp_file.h"
 
 namespace nibble {
 
@@ -204,6 +205,13 @@ size_t TensorView::numel() const {
   size_t n = 1;
   for (int64_t d : shape) n *= size_t(d);
   return n;
+}
+
+void release_tensor_pages(const TensorView& t) {
+  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t.data) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes) & ~(page - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 size_t TensorSpec::nbytes() const {
@@ -438,57 +446,6 @@ const TensorView& Checkpoint::at(std::string_view name) const {
 // Writer
 
 namespace {
-
-// A file being written beside its destination; removed unless commit() renamed it into place.
-class TempFile {
- public:
-  explicit TempFile(const std::filesystem::path& destination) : destination_(destination) {
-    std::string pattern = destination.string() + ".tmp-XXXXXX";
-    fd_ = ::mkstemp(pattern.data());
-    NIBBLE_CHECK(fd_ >= 0, "cannot create a temporary file beside '{}': {}", destination.string(),
-                 system_error_text());
-    path_ = pattern;
-  }
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-
-  void write(const void* data, size_t n) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, p, std::min<size_t>(n, size_t(1) << 30));
-      if (w < 0 && errno == EINTR) continue;
-      NIBBLE_CHECK(w > 0, "writing '{}' failed: {}", destination_.string(), system_error_text());
-      p += w;
-      n -= size_t(w);
-    }
-  }
-
-  void commit() {
-    NIBBLE_CHECK(::fsync(fd_) == 0, "flushing '{}' failed: {}", destination_.string(),
-                 system_error_text());
-    const int fd = fd_;
-    fd_ = -1;
-    NIBBLE_CHECK(::close(fd) == 0, "closing '{}' failed: {}", destination_.string(),
-                 system_error_text());
-    // mkstemp makes the file 0600; give it the usual permissions a tool's output has.
-    const mode_t mask = ::umask(0);
-    ::umask(mask);
-    ::chmod(path_.c_str(), 0666 & ~mask);
-    NIBBLE_CHECK(::rename(path_.c_str(), destination_.c_str()) == 0,
-                 "renaming '{}' to '{}' failed: {}", path_.string(), destination_.string(),
-                 system_error_text());
-    committed_ = true;
-  }
-
- private:
-  std::filesystem::path destination_, path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
 
 void check_specs(const std::filesystem::path& path, const std::vector<TensorSpec>& tensors) {
   std::set<std::string_view> names;

@@ -44,6 +44,13 @@ struct TensorView {
   size_t numel() const;
 };
 
+// Drops the pages of `t` from this process's resident set (madvise MADV_DONTNEED on the
+// read-only private mapping: the bytes stay in the page cache and a later read faults them
+// back in). Rounds inward to whole pages, so a neighbouring tensor's pages are untouched.
+// Streaming readers call it on each tensor they are done with, so that peak RSS does not grow
+// with the size of the model.
+void release_tensor_pages(const TensorView& t);
+
 // One mapped, validated safetensors file. Every refusal names the file, the tensor and the
 // field that was wrong.
 class SafetensorsFile {

@@ -43,12 +43,14 @@ LayerSelection::LayerSelection(const TensorSource& tensors, bool tied_embeddings
   sel.include = options.include;
   sel.exclude = options.exclude;
   plan_ = plan_layers(*info_, sel);
-  // The K % 32 gate's warnings do not apply at load (those layers are padded, see decide()).
+  // The K % 32 gate's warnings do not apply at load (those layers are padded, see decide()),
+  // and a tied classifier without a tensor of its own gets the load path's words below.
   for (const std::string& w : plan_.warnings) {
-    bool padded = false;
+    bool skip = false;
     for (const GateRecord& g : plan_.gates)
-      padded |= g.gate == "k_not_multiple_of_32" && w.rfind(g.module + ": kept BF16", 0) == 0;
-    if (!padded) warnings_.push_back(w);
+      skip |= g.gate == "k_not_multiple_of_32" && w.rfind(g.module + ": kept BF16", 0) == 0;
+    skip |= !info_->find("lm_head") && w.rfind("lm_head: kept BF16", 0) == 0;
+    if (!skip) warnings_.push_back(w);
   }
   // A tied classifier has no tensor of its own, so the plan above never saw it.
   if (tokens_.lm_head && tied_embeddings && !info_->find("lm_head"))

@@ -125,6 +125,7 @@ std::vector<LinearModule> find_linear_modules(const std::vector<TensorInfo>& ten
                    "[.., N, K/32]",
                    name, scales_name, fmt::join(t.shape, ", "), fmt::join(s.shape, ", "));
       m.name = ends_with(base, ".weight") ? base.substr(0, base.size() - 7) : base;
+      m.parameter = base;
       m.layout = SourceLayout::mxfp4_gpt_oss;
       m.tensors = {name, scales_name};
       m.shape.assign(t.shape.begin(), t.shape.end() - 1);
@@ -143,6 +144,7 @@ std::vector<LinearModule> find_linear_modules(const std::vector<TensorInfo>& ten
                    "[N, K/32]",
                    name, fmt::join(t.shape, ", "), scale_name, fmt::join(s.shape, ", "));
       m.name = base;
+      m.parameter = base + ".weight";
       m.layout = SourceLayout::mxfp4_compressed_tensors;
       m.tensors = {name, scale_name};
       m.shape = {t.shape[0], t.shape[1] * 2};
@@ -150,6 +152,7 @@ std::vector<LinearModule> find_linear_modules(const std::vector<TensorInfo>& ten
     } else if (ends_with(name, ".weight")) {
       if (t.shape.size() != 2 || is_norm_name(name.substr(0, name.size() - 7))) continue;
       m.name = name.substr(0, name.size() - 7);
+      m.parameter = name;
       m.layout = SourceLayout::dense;
       m.tensors = {name};
       m.shape = t.shape;
@@ -158,6 +161,7 @@ std::vector<LinearModule> find_linear_modules(const std::vector<TensorInfo>& ten
                (ends_with(name, ".experts.gate_up_proj") || ends_with(name, ".experts.down_proj"))) {
       // gpt-oss BF16 fused experts: [E, K, N] (the forward computes x @ W).
       m.name = name;
+      m.parameter = name;
       m.layout = SourceLayout::dense_kn;
       m.tensors = {name};
       m.shape = {t.shape[0], t.shape[2], t.shape[1]};
@@ -181,11 +185,23 @@ std::vector<LinearModule> find_linear_modules(const std::vector<TensorInfo>& ten
   return modules;
 }
 
+std::optional<bool> tie_word_embeddings_default(std::string_view model_type) {
+  // Read from transformers' configuration_<type>.py (commit 008e574, 2026): each of these
+  // classes declares tie_word_embeddings: bool = False.
+  if (one_of(model_type, {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gpt_oss"}))
+    return false;
+  return std::nullopt;
+}
+
 std::string ModelInfo::tied_reason() const {
-  if (tie_config.value_or(true)) {
+  const std::optional<bool> type_default = tie_word_embeddings_default(model_type);
+  if (tie_config.value_or(type_default.value_or(true))) {
     if (!has_embed) return {};  // nothing to tie to
-    return tie_config ? "config.json sets tie_word_embeddings: true"
-                      : "config.json has no tie_word_embeddings (Hugging Face's default is true)";
+    if (tie_config) return "config.json sets tie_word_embeddings: true";
+    return fmt::format("config.json has no tie_word_embeddings and {}: treated as tied, "
+                       "as transformers' PretrainedConfig default (true) would",
+                       model_type.empty() ? std::string("no model_type")
+                                          : fmt::format("model_type '{}' is not one whose default is known", model_type));
   }
   if (has_embed && !has_lm_head) return "the checkpoint has no separate lm_head weight";
   if (lm_head_aliases_embed) return "lm_head and embed_tokens are the same data (" + alias_detail + ")";
@@ -217,6 +233,10 @@ ModelInfo model_info_from_tensors(const std::vector<TensorInfo>& tensors, const 
       if (const auto it = tc->find("tie_word_embeddings"); it != tc->end() && it->is_boolean())
         info.tie_config = it->get<bool>();
     }
+  }
+  if (const auto it = config.find("model_type"); it != config.end() && !it->is_null()) {
+    NIBBLE_CHECK(it->is_string(), "config.json: model_type must be a string, found {}", it->dump());
+    info.model_type = it->get<std::string>();
   }
   if (const auto it = config.find("architectures"); it != config.end()) {
     NIBBLE_CHECK(it->is_array(), "config.json: architectures must be a list, found {}", it->dump());

@@ -62,6 +62,9 @@ struct LinearModule {
   ModuleKind kind = ModuleKind::other;
   SourceLayout layout = SourceLayout::dense;
   std::vector<std::string> tensors;  // source tensor(s): the weight, or blocks+scales
+  // The PyTorch parameter the weight is, as PEFT's target_parameters names it:
+  // "<module>.weight", or for gpt-oss fused experts (a bare nn.Parameter) the module name.
+  std::string parameter;
   std::vector<int64_t> shape;        // the weight's logical shape [.., N, K] (K last, always)
   DType dtype = DType::BF16;         // source element type (U8 for MXFP4 sources)
   int64_t experts = 1;               // leading dimension of fused experts, else 1
@@ -75,8 +78,11 @@ struct LinearModule {
 struct ModelInfo {
   std::vector<LinearModule> modules;  // sorted by name
   // The tied-embedding facts. tie_config: config.json's tie_word_embeddings (nullopt when
-  // absent; Hugging Face then ties, its default being true).
+  // absent: then transformers uses the default of the model_type's config class, see
+  // tie_word_embeddings_default()).
   std::optional<bool> tie_config;
+  std::string model_type;              // config.json's model_type, or ""
+
   bool has_lm_head = false;
   bool has_embed = false;
   bool lm_head_aliases_embed = false;  // same storage or same bytes (Checkpoint only)
@@ -87,6 +93,12 @@ struct ModelInfo {
   bool tied() const { return !tied_reason().empty(); }
   const LinearModule* find(std::string_view name) const;
 };
+
+// transformers' default for tie_word_embeddings of a model_type's config class, for the
+// model types whose classes we checked (all false: llama, mistral, mixtral, qwen2, qwen2_moe,
+// qwen3, qwen3_moe, gpt_oss); nullopt for any other. PretrainedConfig's own default is true,
+// so an unknown model_type without the field is treated as tied (the conservative side).
+std::optional<bool> tie_word_embeddings_default(std::string_view model_type);
 
 // The kind of a module from its name ("model.layers.3.mlp.experts.7.down_proj" -> moe).
 ModuleKind classify_module(std::string_view module_name);

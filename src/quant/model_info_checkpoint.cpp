@@ -28,6 +28,12 @@ ModelInfo model_info_from_checkpoint(const Checkpoint& checkpoint, const nlohman
       same_bytes = same_bytes && a.dtype == b.dtype && a.shape == b.shape && a.nbytes == b.nbytes &&
                    (a.data == b.data || std::memcmp(a.data, b.data, a.nbytes) == 0);
     }
+    // The comparison faulted both tables in: give those pages back (an embedding table can be
+    // a few GB, and quantize streams everything else with bounded memory).
+    for (size_t i = 0; i < head->tensors.size(); ++i) {
+      release_tensor_pages(checkpoint.at(head->tensors[i]));
+      release_tensor_pages(checkpoint.at(embed->tensors[i]));
+    }
     if (same_pointer) {
       info.lm_head_aliases_embed = true;
       info.alias_detail = "one storage";

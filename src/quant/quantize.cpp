@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,13 +16,16 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <thread>
 
 #include "base/error.h"
 #include "base/thread_pool.h"
 #include "format/e8m0.h"
 #include "format/float16.h"
 #include "format/safetensors.h"
+#include "format/temp_file.h"
 #include "quant/block_quantizer.h"
 #include "quant/lora.h"
 
@@ -138,17 +140,6 @@ void quantize_rows(const void* source, DType dtype, size_t rows, size_t k, uint8
   q.elements += uint64_t(rows) * k;
 }
 
-// Drops a consumed source tensor's pages from this process (they stay in the page cache).
-// The checkpoint is mapped read-only (MAP_PRIVATE, PROT_READ): a later read faults the same
-// bytes back in. Without this, every page read through the mmap stays resident and peak RSS
-// would grow to the size of the model.
-void release_source_pages(const TensorView& t) {
-  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t.data) + page - 1) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes) & ~(page - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
 // One module to quantize: produces blocks and scales once, whichever the writer asks for first,
 // and keeps the other until it is asked for (so memory stays one tensor whatever the order).
 struct QuantJob {
@@ -196,7 +187,7 @@ struct QuantJob {
     if (!done) {
       scales_cache.resize(scales_bytes());
       run(out, scales_cache.data());
-      release_source_pages(*source);
+      release_tensor_pages(*source);
       done = true;
     } else {
       std::memcpy(out, blocks_cache.data(), nbytes);
@@ -209,7 +200,7 @@ struct QuantJob {
     if (!done) {
       blocks_cache.resize(blocks_bytes());
       run(blocks_cache.data(), out);
-      release_source_pages(*source);
+      release_tensor_pages(*source);
       done = true;
     } else {
       std::memcpy(out, scales_cache.data(), nbytes);
@@ -217,6 +208,18 @@ struct QuantJob {
     }
   }
 };
+
+// NIBBLE_TEST_PAUSE_FILE=PATH (for tests; README, "Debug switches"): after the first tensor is
+// written, create PATH and wait while it exists (at most 120 s; SIGINT/SIGTERM end the wait),
+// so that a test can act at a known point in the middle of a run.
+void test_pause_point() {
+  static const char* path = std::getenv("NIBBLE_TEST_PAUSE_FILE");
+  if (!path || !*path) return;
+  std::ofstream(path) << getpid() << "\n";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!g_signal && fs::exists(path) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
 
 // Removes a directory tree on destruction unless released.
 struct TempDirectory {
@@ -355,6 +358,8 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
       const fs::path rp = fs::absolute(options.report_path).parent_path();
       NIBBLE_CHECK(fs::is_directory(rp), "--report {}: directory {} does not exist",
                    options.report_path, rp.string());
+      NIBBLE_CHECK(!fs::is_directory(options.report_path), "--report {}: is a directory; give a file name",
+                   options.report_path);
     }
   }
 
@@ -379,6 +384,11 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
   }
   for (const TensorView* t : checkpoint.tensors()) result.bytes_in += t->nbytes;
   if (options.dry_run) return result;
+
+  // The report's temp file first, beside its target: an unwritable report directory fails
+  // here, before any work, and the file is removed on every error below.
+  std::optional<TempFile> report_file;
+  if (!options.report_path.empty()) report_file.emplace(fs::absolute(options.report_path));
 
   // Temp directory beside the target: same filesystem, so the final rename is atomic.
   TempDirectory temp;
@@ -408,6 +418,7 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
     progress.bytes_done += source->nbytes;
     progress.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (options.progress) options.progress(progress);
+    if (progress.tensors_done == 1) test_pause_point();
   };
 
   for (const TensorView* t : checkpoint.tensors()) {
@@ -419,7 +430,7 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
                          NIBBLE_CHECK(nbytes == t->nbytes, "internal: {} is {} bytes, writer asked {}",
                                       t->name, t->nbytes, nbytes);
                          std::memcpy(out, t->data, nbytes);
-                         release_source_pages(*t);
+                         release_tensor_pages(*t);
                          report(t);
                        }});
       continue;
@@ -484,11 +495,14 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
             [](const ModuleQuality& a, const ModuleQuality& b) { return a.name < b.name; });
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-  // The report first (beside its target, renamed in), then the checkpoint.
-  fs::path report_temp;
-  if (!options.report_path.empty()) {
-    report_temp = sibling_name(fs::absolute(options.report_path), "nibble-tmp");
-    write_text_file(report_temp, quality_report_json(result, options).dump(2) + "\n");
+  // The order that leaves no half state: the report is written and flushed (a failure is an
+  // error, and nothing is left), then the checkpoint is renamed into place, then the report.
+  // The last rename can only fail if something changed the report's directory during the
+  // run; the checkpoint is complete by then, so that is a warning, and the temp file goes.
+  if (report_file) {
+    const std::string text = quality_report_json(result, options).dump(2) + "\n";
+    report_file->write(text.data(), text.size());
+    report_file->finish();
   }
   check_interrupted();
   std::error_code ec;
@@ -496,22 +510,24 @@ QuantizeResult quantize_checkpoint(const QuantizeOptions& options) {
   if (fs::exists(output)) {  // --force: move the old one aside, then remove it
     old = sibling_name(output, "nibble-old");
     fs::rename(output, old, ec);
-    if (ec) fs::remove(report_temp, ec);
     NIBBLE_CHECK(!ec, "output {}: cannot replace it: {}", options.output, ec.message());
   }
   fs::rename(temp.path, output, ec);
   if (ec) {
     std::error_code ignore;
     if (!old.empty()) fs::rename(old, output, ignore);
-    if (!report_temp.empty()) fs::remove(report_temp, ignore);
     NIBBLE_THROW("output {}: cannot rename {} into place: {}", options.output, temp.path.string(),
                  ec.message());
   }
   temp.keep = true;
   if (!old.empty()) fs::remove_all(old, ec);
-  if (!report_temp.empty()) {
-    fs::rename(report_temp, options.report_path, ec);
-    NIBBLE_CHECK(!ec, "--report {}: cannot rename into place: {}", options.report_path, ec.message());
+  if (report_file) {
+    try {
+      report_file->commit();
+    } catch (const Error& e) {
+      result.warnings.push_back(fmt::format("--report {}: not written ({}); the checkpoint in {} is complete",
+                                            options.report_path, e.message(), options.output));
+    }
   }
   return result;
 }

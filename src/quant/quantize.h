@@ -12,7 +12,10 @@
 //
 // Guarantees: the output appears whole or not at all (written under a temp directory beside
 // it, renamed at the end; removed on any error, SIGINT or SIGTERM); an existing output is
-// refused unless `force`. Memory: one tensor at a time from the mmap (plus the writer's
+// refused unless `force`. The --report file is created (beside its target) before any work and
+// flushed before the checkpoint is renamed in: an unwritable report is an error and leaves
+// nothing; only its own last rename, after the checkpoint is in place, is a warning if it
+// fails (QuantizeResult::warnings). Memory: one tensor at a time from the mmap (plus the writer's
 // buffer), so peak RSS does not grow with the model.
 #pragma once
 
@@ -72,6 +75,8 @@ struct QuantizeResult {
   std::vector<ModuleQuality> quality;  // sorted by name
   uint64_t bytes_in = 0, bytes_out = 0;
   std::vector<std::string> copied_files;  // tokenizer, generation config, ...
+  // Problems found once the output was complete (a report that could not be renamed in).
+  std::vector<std::string> warnings;
   double seconds = 0;
 };
 

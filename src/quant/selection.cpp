@@ -137,6 +137,12 @@ LayerPlan plan_layers(const ModelInfo& model, const SelectionOptions& options) {
         plan.warnings.push_back(fmt::format(
             "{} matches --exclude '{}' but is already MXFP4 in the input: passed through as is",
             m.name, *excluded));
+      if (options.lora)
+        if (const std::string why = options.lora->targets(m); !why.empty())
+          plan.warnings.push_back(fmt::format(
+              "{}: the LoRA adapter targets it ({}) but it is already MXFP4 in the input: passed "
+              "through as is (there is no BF16 weight to keep)",
+              m.name, why));
       plan.modules.push_back(std::move(d));
       continue;
     }
@@ -189,8 +195,8 @@ LayerPlan plan_layers(const ModelInfo& model, const SelectionOptions& options) {
       if (options.lora_gate == LoraGate::broad && m.kind != ModuleKind::moe) {
         keep("lora_broad", "LoRA broad gate keeps every dense layer BF16 (--lora " + options.lora->directory + ")");
         candidate = false;
-      } else if (options.lora->targets(m.name, m.kind == ModuleKind::lm_head)) {
-        keep("lora_narrow", "the LoRA adapter targets it (--lora " + options.lora->directory + ")");
+      } else if (const std::string why = options.lora->targets(m); !why.empty()) {
+        keep("lora_narrow", "the LoRA adapter targets it (" + why + "; --lora " + options.lora->directory + ")");
         candidate = false;
       }
     }
@@ -207,6 +213,23 @@ LayerPlan plan_layers(const ModelInfo& model, const SelectionOptions& options) {
       d.mxfp4 = true;
     }
     plan.modules.push_back(std::move(d));
+  }
+  // A tied checkpoint without an lm_head tensor: the output layer reads the embedding table,
+  // so there is no module above to decide; say what lm_head gets when it was asked for.
+  if (!head && head_asked && !tied.empty()) {
+    const LinearModule* embed = nullptr;
+    for (const auto& e : model.modules)
+      if (e.kind == ModuleKind::embed) embed = &e;
+    const ModuleDecision* e = embed ? plan.find(embed->name) : nullptr;
+    if (e) {
+      const bool shared = e->mxfp4;
+      const std::string detail = fmt::format(
+          "the output layer has no tensor of its own and reads {} ({}), {}", embed->name, tied,
+          shared ? "in MXFP4 (one shared table, --accept-tied-mxfp4)" : "which stays BF16");
+      plan.gates.push_back({"tied_embeddings", "lm_head", detail});
+      plan.warnings.push_back(fmt::format("lm_head: {}: {}", shared ? "shares the embedding's MXFP4 table" : "kept BF16",
+                                          detail));
+    }
   }
   for (const auto* globs : {&options.include, &options.exclude}) {
     for (const auto& g : *globs) {

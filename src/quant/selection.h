@@ -9,8 +9,13 @@
 //   3. a token or an --include glob selects -> candidate, else kept ("not selected")
 //   4. gates, for candidates:
 //        tied embeddings: lm_head kept BF16 (warning); embed refused (Error) unless lm_head is
-//                         asked for too and accept_tied_mxfp4 is set: then both share MXFP4
-//        LoRA narrow:     modules the adapter targets kept BF16 (warning)
+//                         asked for too and accept_tied_mxfp4 is set: then both share MXFP4.
+//                         With no lm_head tensor at all, asking for lm_head still gives a
+//                         warning and a "tied_embeddings" gate for "lm_head" (the output layer
+//                         reads the embedding table, BF16 or the shared MXFP4 one)
+//        LoRA narrow:     modules the adapter targets kept BF16 (warning; see lora.h for how
+//                         PEFT's target_modules / target_parameters / layers_to_transform
+//                         resolve); a target already MXFP4 in the input: warning only
 //        LoRA broad:      every dense (non-MoE) module kept BF16 (warning)
 //        K % 32 != 0:     kept BF16 (other tools cannot read a padded last block)
 //        dtype:           a candidate that is not F32/BF16/F16 is an Error naming it

@@ -3,10 +3,15 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 
 #include "base/error.h"
+#include "format/safetensors.h"
 #include "quant/lora.h"
 #include "quant/model_info.h"
 #include "quant/selection.h"
@@ -98,6 +103,19 @@ std::string error_of(const std::function<void()>& f) {
     return e.message();
   }
   return "(no error)";
+}
+
+// The linear module a single tensor makes ("...q_proj.weight" [64, 64], or a gpt-oss fused
+// expert parameter [E, K, N]).
+LinearModule module_of(const std::string& tensor, std::vector<int64_t> shape = {64, 64}) {
+  const auto modules = find_linear_modules({{tensor, DType::BF16, std::move(shape)}});
+  EXPECT_EQ(modules.size(), 1u) << tensor;
+  return modules.at(0);
+}
+
+// Whether `adapter` targets the module of `tensor`.
+bool targets(const LoraAdapter& adapter, const std::string& tensor, std::vector<int64_t> shape = {64, 64}) {
+  return !adapter.targets(module_of(tensor, std::move(shape))).empty();
 }
 
 TEST(ModuleDiscovery, LlamaNamesAreClassified) {
@@ -248,10 +266,34 @@ TEST(TiedGate, ConfigFlagKeepsLmHeadWithAWarning) {
   EXPECT_TRUE(plan.find("model.layers.0.self_attn.q_proj")->mxfp4);
 }
 
-TEST(TiedGate, AbsentFlagFollowsHuggingFaceDefault) {
-  const ModelInfo info = model_info_from_tensors(llama_tensors(1), json::object());
-  EXPECT_NE(info.tied_reason().find("default is true"), std::string::npos);
-  EXPECT_FALSE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
+// No tie_word_embeddings in config.json: transformers uses the model_type's config class
+// default (false for these), or PretrainedConfig's true for a type we do not know.
+TEST(TiedGate, AbsentFlagFollowsTheModelTypesDefault) {
+  for (const char* type : {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gpt_oss"}) {
+    const ModelInfo info = model_info_from_tensors(llama_tensors(1), {{"model_type", type}});
+    EXPECT_EQ(info.tied_reason(), "") << type;
+    EXPECT_TRUE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4) << type;
+  }
+  const ModelInfo unknown = model_info_from_tensors(llama_tensors(1), {{"model_type", "gemma"}});
+  EXPECT_NE(unknown.tied_reason().find("model_type 'gemma' is not one whose default is known"), std::string::npos)
+      << unknown.tied_reason();
+  EXPECT_NE(unknown.tied_reason().find("PretrainedConfig default (true)"), std::string::npos);
+  EXPECT_FALSE(plan_layers(unknown, with_tokens("lm_head")).find("lm_head")->mxfp4);
+  const ModelInfo none = model_info_from_tensors(llama_tensors(1), json::object());
+  EXPECT_NE(none.tied_reason().find("no model_type"), std::string::npos) << none.tied_reason();
+  // An explicit value wins over the type's default, either way.
+  EXPECT_NE(model_info_from_tensors(llama_tensors(1), {{"model_type", "llama"}, {"tie_word_embeddings", true}})
+                .tied_reason()
+                .find("tie_word_embeddings: true"),
+            std::string::npos);
+  EXPECT_EQ(model_info_from_tensors(llama_tensors(1), {{"model_type", "gemma"}, {"tie_word_embeddings", false}})
+                .tied_reason(),
+            "");
+  // The other gates still apply when the type's default says untied.
+  const ModelInfo headless = model_info_from_tensors(llama_tensors(1, 64, 128, false), {{"model_type", "qwen2"}});
+  EXPECT_NE(headless.tied_reason().find("no separate lm_head"), std::string::npos);
+  EXPECT_NE(error_of([] { model_info_from_tensors({}, {{"model_type", 3}}); }).find("model_type must be a string"),
+            std::string::npos);
 }
 
 TEST(TiedGate, NoSeparateLmHead) {
@@ -260,17 +302,123 @@ TEST(TiedGate, NoSeparateLmHead) {
   const std::string m = error_of([&] { plan_layers(info, with_tokens("embed")); });
   EXPECT_NE(m.find("refusing to quantize model.embed_tokens"), std::string::npos) << m;
   EXPECT_NE(m.find("--accept-tied-mxfp4"), std::string::npos) << m;
+  // lm_head asked for (by token, by `all`, by a glob) though there is no tensor: a warning
+  // and a gate record say the output layer reads the BF16 embedding table.
+  for (const char* tokens : {"lm_head,qkv", "all"}) {
+    const LayerPlan plan = plan_layers(info, with_tokens(tokens));
+    EXPECT_EQ(plan.find("lm_head"), nullptr);
+    EXPECT_TRUE(has_warning(plan, "lm_head: kept BF16: the output layer has no tensor of its own and reads "
+                                  "model.embed_tokens (the checkpoint has no separate lm_head weight), which "
+                                  "stays BF16"))
+        << tokens;
+    ASSERT_EQ(plan.gates.size(), 1u) << tokens;
+    EXPECT_EQ(plan.gates[0].gate, "tied_embeddings");
+    EXPECT_EQ(plan.gates[0].module, "lm_head");
+    EXPECT_NE(plan.gates[0].detail.find("which stays BF16"), std::string::npos);
+  }
+  SelectionOptions g = with_tokens("qkv");
+  g.include = {"lm_head"};
+  EXPECT_EQ(plan_layers(info, g).gates.size(), 1u);
+  // Not asked for: nothing to say.
+  const LayerPlan quiet = plan_layers(info, with_tokens("qkv,o,mlp"));
+  EXPECT_TRUE(quiet.gates.empty());
+  EXPECT_TRUE(quiet.warnings.empty());
+  // Both asked and accepted: the output layer reads the one MXFP4 table.
+  SelectionOptions both = with_tokens("embed,lm_head");
+  both.accept_tied_mxfp4 = true;
+  const LayerPlan shared = plan_layers(info, both);
+  EXPECT_TRUE(shared.find("model.embed_tokens")->mxfp4);
+  ASSERT_EQ(shared.gates.size(), 2u);
+  EXPECT_EQ(shared.gates[1].module, "lm_head");
+  EXPECT_NE(shared.gates[1].detail.find("in MXFP4 (one shared table"), std::string::npos) << shared.gates[1].detail;
+}
+
+// A checkpoint on disk with an embedding table and an lm_head of the given bytes, for the
+// storage comparison of model_info_from_checkpoint().
+struct HeadAndEmbed {
+  std::filesystem::path dir;
+  HeadAndEmbed(const std::vector<uint8_t>& embed, const std::vector<uint8_t>& head, int64_t rows, int64_t k,
+               DType head_dtype = DType::BF16) {
+    dir = std::filesystem::path(::testing::TempDir()) / ("nibble-alias-" + std::to_string(std::random_device{}()));
+    std::filesystem::create_directories(dir);
+    std::vector<TensorSpec> specs = {
+        {"model.embed_tokens.weight", DType::BF16, {rows, k}, [&](uint8_t* o, size_t n) { std::memcpy(o, embed.data(), n); }},
+        {"lm_head.weight", head_dtype, {rows, k}, [&](uint8_t* o, size_t n) { std::memcpy(o, head.data(), n); }},
+        {"model.layers.0.self_attn.q_proj.weight", DType::BF16, {k, k}, [](uint8_t* o, size_t n) { std::memset(o, 0, n); }}};
+    write_checkpoint(dir, specs);
+  }
+  ~HeadAndEmbed() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+std::vector<uint8_t> random_bytes(size_t n) {
+  std::mt19937 gen(std::random_device{}());
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = uint8_t(gen() >> 13) & 0x3f;  // small BF16 bytes, no Inf/NaN
+  return v;
+}
+
+// The resident kB of the mapping that holds `address` (/proc/self/smaps).
+long resident_kb_of_mapping(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(address);
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2 && line.find(':') > line.find(' ')) {
+      inside = a >= begin && a < end;
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      return std::stol(line.substr(4));
+    }
+  }
+  return -1;
 }
 
 TEST(TiedGate, AliasingFlagFromStorage) {
-  ModelInfo info = model_info_from_tensors(llama_tensors(1), kUntied);
-  EXPECT_FALSE(info.tied());
-  EXPECT_TRUE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
-  info.lm_head_aliases_embed = true;
-  info.alias_detail = "one storage";
-  EXPECT_FALSE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
-  EXPECT_NE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->reason.find("same data (one storage)"),
-            std::string::npos);
+  const int64_t rows = 96, k = 64;
+  const std::vector<uint8_t> embed = random_bytes(size_t(rows * k * 2));
+  {  // byte-identical copies: tied, lm_head kept
+    HeadAndEmbed c(embed, embed, rows, k);
+    Checkpoint ckpt(c.dir);
+    const ModelInfo info = model_info_from_checkpoint(ckpt, kUntied);
+    EXPECT_TRUE(info.lm_head_aliases_embed);
+    EXPECT_EQ(info.alias_detail, "byte-identical copies");
+    const LayerPlan plan = plan_layers(info, with_tokens("lm_head"));
+    EXPECT_FALSE(plan.find("lm_head")->mxfp4);
+    EXPECT_NE(plan.find("lm_head")->reason.find("same data (byte-identical copies)"), std::string::npos)
+        << plan.find("lm_head")->reason;
+  }
+  {  // one byte differs, in the last element: not tied
+    std::vector<uint8_t> head = embed;
+    head.back() ^= 1;
+    HeadAndEmbed c(embed, head, rows, k);
+    Checkpoint ckpt(c.dir);
+    const ModelInfo info = model_info_from_checkpoint(ckpt, kUntied);
+    EXPECT_FALSE(info.lm_head_aliases_embed);
+    EXPECT_TRUE(plan_layers(info, with_tokens("lm_head")).find("lm_head")->mxfp4);
+  }
+  {  // the same bytes read as another dtype are not the same tensor
+    HeadAndEmbed c(embed, embed, rows, k, DType::F16);
+    Checkpoint ckpt(c.dir);
+    EXPECT_FALSE(model_info_from_checkpoint(ckpt, kUntied).lm_head_aliases_embed);
+  }
+}
+
+// The comparison reads both tables through the mmap; their pages must not stay resident
+// (an embedding table can be GBs, and quantize otherwise streams with bounded memory).
+TEST(TiedGate, AliasingCheckGivesItsPagesBack) {
+  const int64_t rows = 32768, k = 128;  // 8 MB per table
+  const std::vector<uint8_t> embed = random_bytes(size_t(rows * k * 2));
+  HeadAndEmbed c(embed, embed, rows, k);
+  Checkpoint ckpt(c.dir);
+  const ModelInfo info = model_info_from_checkpoint(ckpt, kUntied);
+  ASSERT_TRUE(info.lm_head_aliases_embed);
+  const long kb = resident_kb_of_mapping(ckpt.at("lm_head.weight").data);
+  ASSERT_GE(kb, 0) << "mapping not found in /proc/self/smaps";
+  EXPECT_LT(kb, 1024) << "the 16 MB compared stay resident";
 }
 
 TEST(TiedGate, EmbedRefusedUnlessBothAskedAndAccepted) {
@@ -293,47 +441,172 @@ TEST(TiedGate, EmbedRefusedUnlessBothAskedAndAccepted) {
 
 TEST(LoraGate, ListTargetsMatchBySuffix) {
   const LoraAdapter a = lora_adapter_from_config({{"target_modules", {"q_proj", "v_proj"}}}, {}, "ad");
-  EXPECT_TRUE(a.targets("model.layers.0.self_attn.q_proj", false));
-  EXPECT_FALSE(a.targets("model.layers.0.self_attn.k_proj", false));
-  EXPECT_FALSE(a.targets("model.layers.0.self_attn.xq_proj", false));  // suffix needs a dot
+  EXPECT_TRUE(targets(a, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.0.self_attn.k_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.0.self_attn.xq_proj.weight"));  // suffix needs a dot
   const ModelInfo info = model_info_from_tensors(llama_tensors(2), kUntied);
   SelectionOptions o = with_tokens("qkv,o");
   o.lora = &a;
   const LayerPlan plan = plan_layers(info, o);
   EXPECT_EQ(quantized(plan), (std::set<std::string>{"model.layers.0.self_attn.k_proj", "model.layers.0.self_attn.o_proj",
                                                     "model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.o_proj"}));
-  EXPECT_TRUE(has_warning(plan, "model.layers.1.self_attn.v_proj: kept BF16: the LoRA adapter targets it"));
+  EXPECT_TRUE(has_warning(plan, "model.layers.1.self_attn.v_proj: kept BF16: the LoRA adapter targets it (target_modules"));
   EXPECT_EQ(plan.gates.size(), 4u);
 }
 
 TEST(LoraGate, RegexTargetsMustMatchTheWholeName) {
   const LoraAdapter a =
       lora_adapter_from_config({{"target_modules", R"(.*layers\.1\..*(q|k)_proj)"}}, {}, "ad");
-  EXPECT_TRUE(a.targets("model.layers.1.self_attn.q_proj", false));
-  EXPECT_FALSE(a.targets("model.layers.0.self_attn.q_proj", false));
-  EXPECT_FALSE(a.targets("model.layers.1.self_attn.q_proj.extra", false));
+  EXPECT_TRUE(targets(a, "model.layers.1.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.1.self_attn.q_proj.extra.weight"));
   const LoraAdapter b = lora_adapter_from_config({{"target_modules", "q_proj"}}, {}, "ad");
-  EXPECT_FALSE(b.targets("model.layers.1.self_attn.q_proj", false));  // regex: full match only
+  EXPECT_FALSE(targets(b, "model.layers.1.self_attn.q_proj.weight"));  // regex: full match only
   EXPECT_NE(error_of([] { lora_adapter_from_config({{"target_modules", "(unclosed"}}, {}, "ad"); })
                 .find("not a valid regex"),
             std::string::npos);
 }
 
-TEST(LoraGate, AllLinearExcludesAndWeightNames) {
+TEST(LoraGate, ExcludesAndWeightNames) {
   const LoraAdapter a = lora_adapter_from_config(
-      {{"target_modules", "all-linear"}, {"exclude_modules", {"down_proj"}}}, {}, "ad");
-  EXPECT_TRUE(a.targets("model.layers.0.mlp.up_proj", false));
-  EXPECT_FALSE(a.targets("lm_head", true));
-  EXPECT_FALSE(a.targets("model.layers.0.mlp.down_proj", false));
+      {{"target_modules", {"up_proj", "down_proj"}}, {"exclude_modules", json::array({"down_proj"})}}, {}, "ad");
+  EXPECT_TRUE(targets(a, "model.layers.0.mlp.up_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.0.mlp.down_proj.weight"));
   const LoraAdapter w = lora_adapter_from_config(
       json::object(), {"base_model.model.model.layers.3.mlp.up_proj.lora_A.weight"}, "ad");
-  EXPECT_TRUE(w.targets("model.layers.3.mlp.up_proj", false));
-  EXPECT_FALSE(w.targets("model.layers.2.mlp.up_proj", false));
-  EXPECT_NE(error_of([] { lora_adapter_from_config(json::object(), {}, "ad"); }).find("target_modules"),
+  EXPECT_TRUE(targets(w, "model.layers.3.mlp.up_proj.weight"));
+  EXPECT_FALSE(targets(w, "model.layers.2.mlp.up_proj.weight"));
+  // LoRA weights in the file win over exclude_modules: PEFT wrapped that module.
+  const LoraAdapter x = lora_adapter_from_config(
+      {{"target_modules", json::array({"q_proj"})}, {"exclude_modules", json::array({"up_proj"})}},
+      {"base_model.model.model.layers.3.mlp.up_proj.lora_B.weight"}, "ad");
+  EXPECT_TRUE(targets(x, "model.layers.3.mlp.up_proj.weight"));
+  EXPECT_NE(error_of([] { lora_adapter_from_config(json::object(), {}, "ad"); }).find("target_modules and target_parameters"),
             std::string::npos);
   EXPECT_NE(error_of([] { lora_adapter_from_config({{"target_modules", 3}}, {}, "ad"); })
                 .find("must be a string (regex) or a list"),
             std::string::npos);
+}
+
+// PEFT's "all-linear": nn.Linear-style modules only, never the output layer.
+TEST(LoraGate, AllLinearMatchesDenseLinearModulesOnly) {
+  for (const char* spelling : {"all-linear", "ALL-Linear"}) {
+    const LoraAdapter a = lora_adapter_from_config({{"target_modules", spelling}}, {}, "ad");
+    EXPECT_TRUE(a.all_linear) << spelling;
+    EXPECT_TRUE(targets(a, "model.layers.0.self_attn.q_proj.weight"));
+    EXPECT_TRUE(targets(a, "model.layers.0.self_attn.o_proj.weight"));
+    EXPECT_TRUE(targets(a, "model.layers.0.mlp.down_proj.weight"));
+    EXPECT_TRUE(targets(a, "model.layers.0.block_sparse_moe.experts.3.w2.weight"));  // one expert's nn.Linear
+    EXPECT_TRUE(targets(a, "model.vision.patch_proj.weight"));                       // "other": counted
+    EXPECT_FALSE(targets(a, "lm_head.weight", {100, 64}));
+    EXPECT_FALSE(targets(a, "model.embed_tokens.weight", {100, 64}));
+    EXPECT_FALSE(targets(a, "model.layers.0.mlp.router.weight", {4, 64}));
+    EXPECT_FALSE(targets(a, "model.layers.0.block_sparse_moe.gate.weight", {8, 64}));
+    EXPECT_FALSE(targets(a, "model.layers.0.mlp.experts.gate_up_proj", {4, 64, 128}));  // fused parameter
+  }
+  // In a plan over gpt-oss: attention kept, experts still MXFP4, lm_head not a LoRA target.
+  const LoraAdapter a = lora_adapter_from_config({{"target_modules", "all-linear"}}, {}, "ad");
+  const ModelInfo info = model_info_from_tensors(gpt_oss_tensors(1, true), kUntied);
+  SelectionOptions o = with_tokens("all");
+  o.lora = &a;
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_EQ(quantized(plan), (std::set<std::string>{"lm_head", "model.layers.0.mlp.experts.down_proj",
+                                                    "model.layers.0.mlp.experts.gate_up_proj"}));
+  EXPECT_NE(plan.find("model.layers.0.self_attn.k_proj")->reason.find("target_modules all-linear"), std::string::npos);
+}
+
+// gpt-oss fused experts are nn.Parameters: PEFT reaches them through target_parameters.
+TEST(LoraGate, TargetParametersKeepFusedExperts) {
+  const json config = {{"target_modules", nullptr},
+                       {"target_parameters", {"mlp.experts.gate_up_proj", "mlp.experts.down_proj"}}};
+  const LoraAdapter a = lora_adapter_from_config(config, {}, "ad");  // accepted without target_modules
+  EXPECT_TRUE(targets(a, "model.layers.0.mlp.experts.gate_up_proj", {4, 64, 128}));
+  EXPECT_FALSE(targets(a, "model.layers.0.self_attn.q_proj.weight"));
+  const ModelInfo info = model_info_from_tensors(gpt_oss_tensors(2, true), kUntied);
+  SelectionOptions o = with_tokens("moe,qkv");
+  o.lora = &a;
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_FALSE(plan.find("model.layers.1.mlp.experts.down_proj")->mxfp4);
+  EXPECT_NE(plan.find("model.layers.1.mlp.experts.down_proj")->reason.find(
+                "target_parameters names model.layers.1.mlp.experts.down_proj"),
+            std::string::npos);
+  EXPECT_TRUE(plan.find("model.layers.1.self_attn.q_proj")->mxfp4);
+  EXPECT_EQ(plan.gates.size(), 4u);
+  // A parameter name of a dense layer (its ".weight") matches that layer.
+  const LoraAdapter w = lora_adapter_from_config({{"target_parameters", json::array({"self_attn.q_proj.weight"})}}, {}, "ad");
+  EXPECT_TRUE(targets(w, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(w, "model.layers.0.self_attn.k_proj.weight"));
+  // Already MXFP4 in the input: nothing to keep, said so.
+  const ModelInfo mx = model_info_from_tensors(gpt_oss_tensors(1, false), kUntied);
+  o.lora = &a;
+  const LayerPlan p2 = plan_layers(mx, o);
+  EXPECT_TRUE(p2.find("model.layers.0.mlp.experts.down_proj")->passthrough);
+  EXPECT_TRUE(has_warning(p2, "model.layers.0.mlp.experts.down_proj: the LoRA adapter targets it"));
+  EXPECT_NE(error_of([] { lora_adapter_from_config({{"target_parameters", "mlp.experts.down_proj"}}, {}, "ad"); })
+                .find("target_parameters must be a list"),
+            std::string::npos);
+  // PEFT keeps those LoRA weights in a wrapper of the experts module (nested per parameter).
+  const LoraAdapter f = lora_adapter_from_config(
+      json::object(), {"base_model.model.model.layers.1.mlp.experts.base_layer.lora_A.weight"}, "ad");
+  EXPECT_TRUE(targets(f, "model.layers.1.mlp.experts.down_proj", {4, 64, 64}));
+  EXPECT_FALSE(targets(f, "model.layers.0.mlp.experts.down_proj", {4, 64, 64}));
+}
+
+// layers_to_transform / layers_pattern restrict suffix matches to those layer indices.
+TEST(LoraGate, LayersToTransform) {
+  const LoraAdapter a =
+      lora_adapter_from_config({{"target_modules", {"q_proj", "down_proj"}}, {"layers_to_transform", {1, 3}}}, {}, "ad");
+  EXPECT_FALSE(targets(a, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_TRUE(targets(a, "model.layers.1.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.10.self_attn.q_proj.weight"));
+  // The layer is the FIRST numbered segment, not an expert index.
+  EXPECT_TRUE(targets(a, "model.layers.3.mlp.experts.0.down_proj.weight"));
+  EXPECT_FALSE(targets(a, "model.layers.0.mlp.experts.1.down_proj.weight"));
+  EXPECT_FALSE(targets(a, "lm_head.down_proj.weight"));  // no layer index: not targeted
+  // An exact name is not restricted (PEFT's rule).
+  const LoraAdapter e = lora_adapter_from_config(
+      {{"target_modules", json::array({"model.layers.0.self_attn.q_proj"})}, {"layers_to_transform", 1}}, {}, "ad");
+  EXPECT_TRUE(targets(e, "model.layers.0.self_attn.q_proj.weight"));
+  // An int, and layers_pattern naming where the index is.
+  const LoraAdapter p = lora_adapter_from_config(
+      {{"target_modules", json::array({"down_proj"})}, {"layers_to_transform", 1}, {"layers_pattern", "experts"}}, {}, "ad");
+  EXPECT_TRUE(targets(p, "model.layers.0.mlp.experts.1.down_proj.weight"));
+  EXPECT_FALSE(targets(p, "model.layers.1.mlp.experts.0.down_proj.weight"));
+  EXPECT_FALSE(targets(p, "model.layers.1.mlp.down_proj.weight"));  // pattern absent
+  const LoraAdapter l = lora_adapter_from_config(
+      {{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", json::array({0})}, {"layers_pattern", {"h", "layers"}}}, {}, "ad");
+  EXPECT_TRUE(targets(l, "model.layers.0.self_attn.q_proj.weight"));
+  EXPECT_FALSE(targets(l, "model.layers.2.self_attn.q_proj.weight"));
+  // In a plan: only layer 1's q_proj stays BF16.
+  const ModelInfo info = model_info_from_tensors(llama_tensors(3), kUntied);
+  SelectionOptions o = with_tokens("qkv");
+  o.lora = &a;
+  const LayerPlan plan = plan_layers(info, o);
+  EXPECT_EQ(plan.gates.size(), 1u);
+  EXPECT_FALSE(plan.find("model.layers.1.self_attn.q_proj")->mxfp4);
+  EXPECT_NE(plan.find("model.layers.1.self_attn.q_proj")->reason.find("layer 1 in layers_to_transform"), std::string::npos);
+  EXPECT_TRUE(plan.find("model.layers.2.self_attn.q_proj")->mxfp4);
+}
+
+// The combinations PEFT's LoraConfig refuses are refused here too, naming the field.
+TEST(LoraGate, LayerFieldsPeftRefusesAreRefused) {
+  const std::pair<json, const char*> cases[] = {
+      {{{"target_modules", ".*q_proj"}, {"layers_to_transform", json::array({0})}}, "layers_to_transform cannot be used when target_modules is a string (a regex)"},
+      {{{"target_modules", "all-linear"}, {"layers_pattern", "layers"}}, "layers_pattern cannot be used when target_modules is a string (all-linear)"},
+      {{{"target_modules", json::array({"q_proj"})}, {"layers_pattern", "layers"}}, "layers_pattern is given without layers_to_transform"},
+      {{{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", "1"}}, "layers_to_transform must be an integer or a list"},
+      {{{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", json::array({1.5})}}, "layers_to_transform must hold integers"},
+      {{{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", json::array({1})}, {"layers_pattern", "(x"}}, "layers_pattern is not a valid regex"},
+  };
+  for (const auto& [config, needle] : cases) {
+    const std::string m = error_of([&] { lora_adapter_from_config(config, {}, "ad"); });
+    EXPECT_NE(m.find(needle), std::string::npos) << config.dump() << "\n" << m;
+    EXPECT_NE(m.find("ad/adapter_config.json"), std::string::npos) << m;
+  }
+  // An empty list is "every layer", as in PEFT.
+  const LoraAdapter a =
+      lora_adapter_from_config({{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", json::array()}}, {}, "ad");
+  EXPECT_TRUE(targets(a, "model.layers.7.self_attn.q_proj.weight"));
 }
 
 TEST(LoraGate, BroadKeepsEveryDenseLayerButNotExperts) {

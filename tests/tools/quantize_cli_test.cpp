@@ -2,6 +2,7 @@
 // sharding, pass-through, gates, the quality report, and every bad input (clear error,
 // non-zero exit, nothing partial left).
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 
@@ -229,12 +230,51 @@ TEST(QuantizeCli, TiedEmbeddingsByteIdenticalCopyKeepsLmHead) {
   EXPECT_EQ(e.exit_code, 1);
   EXPECT_NE(e.err.find("refusing to quantize model.embed_tokens"), std::string::npos) << e.err;
   EXPECT_FALSE(fs::exists(s.path / "e"));
-  // Both asked and accepted: one shared table.
+  // Both asked and accepted: one shared table. lm_head's copy is the codec's MXFP4 of the
+  // embedding's own bytes (so the output layer reads exactly the embedding's table), and the
+  // consent is recorded as a gate.
   const RunResult ok = run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "both") +
                                   " --mxfp4-layers embed,lm_head --accept-tied-mxfp4");
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.err.find("share one MXFP4 table"), std::string::npos) << ok.err;
   Checkpoint both(s.path / "both");
-  EXPECT_EQ(bytes_of(both.at("lm_head.weight_blocks")), bytes_of(both.at("model.embed_tokens.weight_blocks")));
+  const auto [eb, es] = expected_mxfp4(src.bytes("model.embed_tokens.weight").data(), 96, 64);
+  for (const char* m : {"model.embed_tokens", "lm_head"}) {
+    EXPECT_EQ(bytes_of(both.at(std::string(m) + ".weight_blocks")), eb) << m;
+    EXPECT_EQ(bytes_of(both.at(std::string(m) + ".weight_scales")), es) << m;
+  }
+  const json g = read_json(s.path / "both" / "config.json")["quantization_config"]["nibble"]["gates"];
+  ASSERT_EQ(g.size(), 1u) << g.dump();
+  EXPECT_EQ(g[0]["module"], "model.embed_tokens");
+  EXPECT_NE(g[0]["detail"].get<std::string>().find("share one MXFP4 table"), std::string::npos);
+
+  // A tied checkpoint without an lm_head tensor: the sharing is literal. One table is
+  // written, no lm_head tensor appears, tie_word_embeddings stays true, and both gates say so.
+  const TensorSet headless = write_llama(s.path / "headless", {}, LmHead::none, true);
+  const RunResult h = run_nibble("quantize " + q(s.path / "headless") + " -o " + q(s.path / "h") +
+                                 " --mxfp4-layers embed,lm_head --accept-tied-mxfp4");
+  ASSERT_EQ(h.exit_code, 0) << h.err;
+  Checkpoint ho(s.path / "h");
+  const auto [hb, hs] = expected_mxfp4(headless.bytes("model.embed_tokens.weight").data(), 96, 64);
+  EXPECT_EQ(bytes_of(ho.at("model.embed_tokens.weight_blocks")), hb);
+  for (const TensorView* t : ho.tensors()) EXPECT_FALSE(t->name.starts_with("lm_head")) << t->name;
+  const json hc = read_json(s.path / "h" / "config.json");
+  EXPECT_EQ(hc["tie_word_embeddings"], true);
+  const json& hg = hc["quantization_config"]["nibble"]["gates"];
+  ASSERT_EQ(hg.size(), 2u) << hg.dump();
+  EXPECT_EQ(hg[1]["gate"], "tied_embeddings");
+  EXPECT_EQ(hg[1]["module"], "lm_head");
+  EXPECT_NE(hg[1]["detail"].get<std::string>().find("in MXFP4 (one shared table"), std::string::npos) << hg.dump();
+  // lm_head asked for alone there: kept with the embedding, said on stderr and in config.json.
+  const RunResult k = run_nibble("quantize " + q(s.path / "headless") + " -o " + q(s.path / "k") + " --mxfp4-layers all");
+  ASSERT_EQ(k.exit_code, 0) << k.err;
+  EXPECT_NE(k.err.find("warning: lm_head: kept BF16: the output layer has no tensor of its own and reads "
+                       "model.embed_tokens (config.json sets tie_word_embeddings: true), which stays BF16"),
+            std::string::npos)
+      << k.err;
+  const json kg = read_json(s.path / "k" / "config.json")["quantization_config"]["nibble"]["gates"];
+  ASSERT_EQ(kg.size(), 1u) << kg.dump();
+  EXPECT_EQ(kg[0]["module"], "lm_head");
 }
 
 TEST(QuantizeCli, LoraNarrowGateFromAdapterDirectory) {
@@ -256,7 +296,67 @@ TEST(QuantizeCli, LoraNarrowGateFromAdapterDirectory) {
   const RunResult b = run_nibble("quantize " + q(s.path / "in") + " --dry-run --mxfp4-layers all --lora " +
                                  q(s.path / "adapter") + " --lora-gate broad");
   ASSERT_EQ(b.exit_code, 0) << b.err;
-  EXPECT_NE(b.out.find("0 MXFP4"), std::string::npos) << b.out;
+  EXPECT_NE(b.out.find("\n16 linear modules: 0 MXFP4, 16 kept\n"), std::string::npos) << b.out;
+}
+
+// gpt-oss experts are nn.Parameters: a PEFT adapter reaches them with target_parameters only.
+TEST(QuantizeCli, LoraTargetParametersKeepGptOssExperts) {
+  ScratchDir s;
+  const TensorSet src = write_gpt_oss(s.path / "in", false, 2, 64, 96, 2);
+  fs::create_directories(s.path / "adapter");
+  write_json(s.path / "adapter" / "adapter_config.json",
+             {{"peft_type", "LORA"}, {"r", 8}, {"target_modules", json::array()},
+              {"target_parameters", {"mlp.experts.gate_up_proj", "mlp.experts.down_proj"}}});
+  const RunResult r = run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "out") +
+                                 " --mxfp4-layers moe,qkv -q --lora " + q(s.path / "adapter"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Checkpoint out(s.path / "out");
+  for (const char* name : {"model.layers.0.mlp.experts.gate_up_proj", "model.layers.1.mlp.experts.down_proj"}) {
+    EXPECT_EQ(bytes_of(out.at(name)), src.bytes(name)) << name;
+    EXPECT_EQ(out.find(std::string(name) + "_blocks"), nullptr) << name;
+  }
+  EXPECT_NE(out.find("model.layers.1.self_attn.q_proj.weight_blocks"), nullptr);
+  EXPECT_NE(r.err.find("model.layers.1.mlp.experts.down_proj: kept BF16: the LoRA adapter targets it "
+                       "(target_parameters names model.layers.1.mlp.experts.down_proj"),
+            std::string::npos)
+      << r.err;
+  const json qc = read_json(s.path / "out" / "config.json")["quantization_config"];
+  EXPECT_EQ(qc["nibble"]["gates"].size(), 4u);
+  const auto& keep = qc["modules_to_not_convert"];
+  EXPECT_NE(std::find(keep.begin(), keep.end(), "model.layers.0.mlp.experts.gate_up_proj"), keep.end());
+}
+
+TEST(QuantizeCli, LoraAllLinearAndLayersToTransform) {
+  ScratchDir s;
+  write_llama(s.path / "in");
+  const auto dry = [&](const json& adapter) {
+    const fs::path dir = s.path / ("adapter" + std::to_string(std::random_device{}()));
+    fs::create_directories(dir);
+    write_json(dir / "adapter_config.json", adapter);
+    return run_nibble("quantize " + q(s.path / "in") + " --dry-run --mxfp4-layers all --lora " + q(dir));
+  };
+  const auto row = [](const std::string& out, const std::string& module) {
+    const size_t at = out.find("\n" + module + " ");
+    return at == std::string::npos ? std::string("(no row)") : out.substr(at + 1, out.find('\n', at + 1) - at - 1);
+  };
+  // all-linear: every projection, not lm_head (the output layer) and not the embedding.
+  const RunResult a = dry({{"target_modules", "all-linear"}});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_NE(a.out.find("\n16 linear modules: 1 MXFP4, 15 kept\n"), std::string::npos) << a.out;
+  EXPECT_NE(row(a.out, "lm_head").find("MXFP4   token 'lm_head'"), std::string::npos) << a.out;
+  EXPECT_NE(row(a.out, "model.layers.1.mlp.up_proj").find("target_modules all-linear"), std::string::npos) << a.out;
+  // layers_to_transform: only layer 1's q_proj is the adapter's.
+  const RunResult l = dry({{"target_modules", json::array({"q_proj"})}, {"layers_to_transform", json::array({1})}, {"layers_pattern", "layers"}});
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  EXPECT_NE(row(l.out, "model.layers.1.self_attn.q_proj").find("kept    the LoRA adapter targets it (target_modules, layer 1"),
+            std::string::npos)
+      << l.out;
+  EXPECT_NE(row(l.out, "model.layers.0.self_attn.q_proj").find("MXFP4"), std::string::npos) << l.out;
+  // What PEFT refuses is refused, naming the field; nothing is written.
+  const RunResult x = dry({{"target_modules", ".*q_proj"}, {"layers_to_transform", json::array({1})}});
+  EXPECT_EQ(x.exit_code, 1);
+  EXPECT_NE(x.err.find("layers_to_transform cannot be used when target_modules is a string"), std::string::npos) << x.err;
+  EXPECT_TRUE(leftovers(s.path).empty());
 }
 
 TEST(QuantizeCli, DryRunPrintsEveryModuleAndWritesNothing) {
@@ -362,6 +462,18 @@ TEST(QuantizeCli, BadInputsFailCleanly) {
       {"quantize " + good + " -o " + q(s.path / "good" / "sub"), "inside the input", 1},
       {"quantize " + good, "missing -o/--output", 1},
       {"quantize " + good + " -o " + out + " --report " + q(s.path / "nodir" / "r.json"), "--report", 1},
+      // the report cannot be created: fails before any work, leaves nothing
+      {"quantize " + good + " -o " + out + " --report /proc/nibble-quant-test-report.json",
+       "cannot create a temporary file beside '/proc/nibble-quant-test-report.json'", 1},
+      {"quantize " + good + " -o " + out + " --report " + q(s.path / "good"), "is a directory; give a file name", 1},
+      {"quantize " + good + " -o " + good, "is the input directory", 1},
+      {"quantize " + good + " -o " + q(s.path / "good" / "."), "is the input directory", 1},
+      // --force asks to replace an output a dry run never writes: a conflict, not ignored
+      {"quantize " + good + " --dry-run --force", "--force and --dry-run conflict", 1},
+      {"quantize " + good + " -o " + out + " --shard-size abc", "--shard-size 'abc': expected a size such as 5GB", 1},
+      {"quantize " + good + " -o " + out + " --shard-size 0", "--shard-size '0': expected a positive size", 1},
+      {"quantize " + good + " -o " + out + " --shard-size=-1GB", "expected a positive size", 1},
+      {"quantize " + good + " -o " + out + " --shard-size 5XB", "units: B, KB, MB, GB, KiB, MiB, GiB", 1},
   };
   for (const auto& [args, needle, code] : cases) {
     const RunResult r = run_nibble(args);
@@ -398,32 +510,242 @@ TEST(QuantizeCli, NonFiniteWeightIsAnErrorNamingTensorRowAndBlock) {
   EXPECT_TRUE(leftovers(s.path).empty());
 }
 
-TEST(QuantizeCli, SignalLeavesNothingBehind) {
-  for (int signal : {SIGINT, SIGTERM}) {
-    ScratchDir s;
-    // Large enough (~48 MB of BF16) that the run is still going when the temp dir appears.
-    write_llama(s.path / "in", {6, 1024, 2048, 256});
-    const std::string bin = NIBBLE_BIN;
-    const std::string in = (s.path / "in").string(), out = (s.path / "out").string();
-    std::vector<std::string> args = {bin, "quantize", in, "-o", out, "--mxfp4-layers", "all", "-q"};
+// A `nibble quantize` child that stops after its first tensor (NIBBLE_TEST_PAUSE_FILE: it
+// creates `pause` and waits while the file exists), stdout and stderr into files.
+struct PausedRun {
+  fs::path pause, out_log, err_log;
+  pid_t pid = 0;
+  int status = 0;
+  bool exited = false;
+
+  PausedRun(const fs::path& dir, std::vector<std::string> args)
+      : pause(dir / "pause"), out_log(dir / "stdout.log"), err_log(dir / "stderr.log") {
+    args.insert(args.begin(), {NIBBLE_BIN, "quantize"});
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    pid_t pid = 0;
-    ASSERT_EQ(posix_spawn(&pid, bin.c_str(), nullptr, nullptr, argv.data(), environ), 0);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (leftovers(s.path).empty() && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    ASSERT_FALSE(leftovers(s.path).empty()) << "the temp directory never appeared";
-    kill(pid, signal);
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    if (fs::exists(out)) {
-      GTEST_SKIP() << "the run finished before the signal arrived; cannot test interruption here";
-    }
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << "signal " << signal;
-    EXPECT_TRUE(leftovers(s.path).empty()) << "signal " << signal;
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+    env_strings.push_back("NIBBLE_TEST_PAUSE_FILE=" + pause.string());
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t files;
+    posix_spawn_file_actions_init(&files);
+    posix_spawn_file_actions_addopen(&files, 1, out_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&files, 2, err_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int rc = posix_spawn(&pid, NIBBLE_BIN, &files, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&files);
+    EXPECT_EQ(rc, 0);
   }
+  ~PausedRun() {
+    if (!exited && pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+  }
+  // Until the child has written its first tensor and is waiting.
+  bool wait_paused() const {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!fs::exists(pause) && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return fs::exists(pause);
+  }
+  // Waits up to `timeout` for the child to exit.
+  bool wait_exit(std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (waitpid(pid, &status, WNOHANG) == pid) return exited = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  }
+  void resume() const { fs::remove(pause); }
+  std::string err() const {
+    std::ifstream in(err_log);
+    return {std::istreambuf_iterator<char>(in), {}};
+  }
+};
+
+// SIGINT and SIGTERM in the middle of a run (deterministically: the child waits after its
+// first tensor until the signal comes): non-zero exit, a message, nothing left behind. If the
+// signal were ignored the child would finish once released, and the test fails.
+TEST(QuantizeCli, SignalLeavesNothingBehind) {
+  for (const int signal : {SIGINT, SIGTERM}) {
+    ScratchDir s;
+    write_llama(s.path / "in");
+    PausedRun run(s.path, {(s.path / "in").string(), "-o", (s.path / "out").string(), "--mxfp4-layers", "all", "-q"});
+    ASSERT_TRUE(run.wait_paused()) << "the run never reached its first tensor\n" << run.err();
+    ASSERT_FALSE(leftovers(s.path).empty()) << "no temp directory mid-run";
+    kill(run.pid, signal);
+    if (!run.wait_exit(std::chrono::seconds(20))) {
+      run.resume();  // let it go: it will finish and write the output, which fails below
+      ASSERT_TRUE(run.wait_exit(std::chrono::seconds(60)));
+      ADD_FAILURE() << "signal " << signal << " did not stop the run";
+    }
+    EXPECT_TRUE(WIFEXITED(run.status) && WEXITSTATUS(run.status) == 1) << "signal " << signal << " status " << run.status;
+    const std::string name = signal == SIGINT ? "SIGINT" : "SIGTERM";
+    EXPECT_NE(run.err().find("interrupted by signal " + std::to_string(signal) + " (" + name + ")"), std::string::npos)
+        << run.err();
+    EXPECT_FALSE(fs::exists(s.path / "out")) << name;
+    EXPECT_TRUE(leftovers(s.path).empty()) << name;
+  }
+}
+
+// The report's last rename fails only if its directory changed during the run (here: a
+// directory appears at the report path while the run is paused). The checkpoint is complete
+// by then: a warning, exit 0, and no temp file left.
+TEST(QuantizeCli, ReportThatCannotBeRenamedInIsAWarning) {
+  ScratchDir s;
+  write_llama(s.path / "in");
+  const fs::path report = s.path / "r.json";
+  PausedRun run(s.path, {(s.path / "in").string(), "-o", (s.path / "out").string(), "--mxfp4-layers", "qkv",
+                         "--report", report.string()});
+  ASSERT_TRUE(run.wait_paused()) << run.err();
+  EXPECT_EQ(leftovers(s.path).size(), 2u);  // the checkpoint's temp directory, the report's temp file
+  fs::create_directories(report / "x");    // rename(2) cannot replace a non-empty directory
+  run.resume();
+  ASSERT_TRUE(run.wait_exit(std::chrono::seconds(60)));
+  EXPECT_TRUE(WIFEXITED(run.status) && WEXITSTATUS(run.status) == 0) << run.err();
+  EXPECT_NE(run.err().find("warning: --report " + report.string() + ": not written"), std::string::npos) << run.err();
+  Checkpoint out(s.path / "out");
+  EXPECT_NE(out.find("model.layers.0.self_attn.q_proj.weight_blocks"), nullptr);
+  EXPECT_TRUE(leftovers(s.path).empty()) << leftovers(s.path)[0];
+  // Without the interference the report lands and the temp file is gone.
+  ASSERT_EQ(run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "out2") + " -q --mxfp4-layers qkv --report " +
+                       q(s.path / "r2.json"))
+                .exit_code,
+            0);
+  EXPECT_EQ(read_json(s.path / "r2.json")["modules"].size(), 6u);
+  EXPECT_TRUE(leftovers(s.path).empty());
+}
+
+// A full disk, without root: RLIMIT_FSIZE (ulimit -f) makes write(2) fail with EFBIG once the
+// output passes the limit (SIGXFSZ ignored, as a full disk's ENOSPC sends no signal).
+TEST(QuantizeCli, FullDiskLeavesNothingBehind) {
+  ScratchDir s;
+  write_llama(s.path / "in", {2, 256, 512, 96});  // ~2.5 MB in, ~1 MB out
+  const RunResult r = run_command("sh -c \"ulimit -f 256 && trap '' XFSZ && exec " + std::string(NIBBLE_BIN) +
+                                  " quantize " + q(s.path / "in") + " -o " + q(s.path / "out") +
+                                  " --mxfp4-layers all -q\"");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("File too large"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(s.path / "out"));
+  EXPECT_TRUE(leftovers(s.path).empty());
+}
+
+// Progress: plain lines when stderr is not a terminal, a bar redrawn with \r on one.
+TEST(QuantizeCli, ProgressLinesOffATerminalAndABarOnOne) {
+  ScratchDir s;
+  write_llama(s.path / "in");  // 21 tensors
+  const RunResult plain = run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "a") + " --mxfp4-layers qkv");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_NE(plain.err.find("quantize: 1/21 tensors, "), std::string::npos) << plain.err;
+  EXPECT_NE(plain.err.find("quantize: 21/21 tensors, "), std::string::npos) << plain.err;
+  EXPECT_NE(plain.err.find("(100%)"), std::string::npos) << plain.err;
+  EXPECT_EQ(plain.err.find('\r'), std::string::npos) << plain.err;
+  const RunResult quiet = run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "b") + " --mxfp4-layers qkv -q");
+  ASSERT_EQ(quiet.exit_code, 0) << quiet.err;
+  EXPECT_EQ(quiet.err.find("quantize:"), std::string::npos) << quiet.err;
+  EXPECT_EQ(quiet.out, "");
+  // On a terminal (script(1) gives the child a pseudo-terminal).
+  if (std::system("command -v script >/dev/null 2>&1") != 0) GTEST_SKIP() << "script(1) is not installed";
+  const RunResult tty = run_command("script -qec \"" + std::string(NIBBLE_BIN) + " quantize " + q(s.path / "in") +
+                                    " -o " + q(s.path / "c") + " --mxfp4-layers qkv\" /dev/null");
+  ASSERT_EQ(tty.exit_code, 0) << tty.out << tty.err;
+  EXPECT_NE(tty.out.find("\r[=============================="), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find("] 21/21 tensors"), std::string::npos) << tty.out;
+  EXPECT_NE(tty.out.find("ETA"), std::string::npos) << tty.out;
+  EXPECT_EQ(tty.out.find("quantize: 1/21 tensors"), std::string::npos) << tty.out;
+}
+
+// Inputs quantized some other way are refused (re-wrapping them would lose or lie).
+TEST(QuantizeCli, InputsQuantizedAnotherWayAreRefused) {
+  ScratchDir s;
+  write_llama(s.path / "fp8");
+  json config = read_json(s.path / "fp8" / "config.json");
+  config["quantization_config"] = {{"quant_method", "fp8"}, {"weight_block_size", {128, 128}}};
+  write_json(s.path / "fp8" / "config.json", config);
+  const RunResult f = run_nibble("quantize " + q(s.path / "fp8") + " -o " + q(s.path / "out"));
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find("the input is already quantized (quant_method 'fp8')"), std::string::npos) << f.err;
+  // compressed-tensors MXFP4 (our own --format compressed-tensors output)
+  write_llama(s.path / "in");
+  ASSERT_EQ(run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "ct") +
+                       " --mxfp4-layers qkv --format compressed-tensors -q")
+                .exit_code,
+            0);
+  const RunResult c = run_nibble("quantize " + q(s.path / "ct") + " -o " + q(s.path / "out"));
+  EXPECT_EQ(c.exit_code, 1);
+  EXPECT_NE(c.err.find("quant_method 'compressed-tensors'"), std::string::npos) << c.err;
+  // ... and its tensors alone, with the config block gone.
+  config = read_json(s.path / "ct" / "config.json");
+  config.erase("quantization_config");
+  write_json(s.path / "ct" / "config.json", config);
+  const RunResult t = run_nibble("quantize " + q(s.path / "ct") + " -o " + q(s.path / "out"));
+  EXPECT_EQ(t.exit_code, 1);
+  EXPECT_NE(t.err.find(".weight_packed is compressed-tensors MXFP4"), std::string::npos) << t.err;
+  EXPECT_FALSE(fs::exists(s.path / "out"));
+  EXPECT_TRUE(leftovers(s.path).empty());
+}
+
+// Per-expert MoE names (Mixtral block_sparse_moe.experts.N.w1..w3, Qwen-MoE
+// mlp.experts.N.*_proj with a shared expert) and fused qkv_proj / gate_up_proj (Phi-3).
+TEST(QuantizeCli, PerExpertMoeAndFusedProjections) {
+  ScratchDir s;
+  fs::create_directories(s.path / "in");
+  TensorSet t;
+  const int64_t h = 64, f = 96;
+  t.add_bf16("model.embed_tokens.weight", {96, h});
+  t.add_bf16("lm_head.weight", {96, h});
+  for (int e = 0; e < 2; ++e) {
+    const std::string m = "model.layers.0.block_sparse_moe.experts." + std::to_string(e) + ".";
+    t.add_bf16(m + "w1.weight", {f, h});
+    t.add_bf16(m + "w2.weight", {h, f});
+    t.add_bf16(m + "w3.weight", {f, h});
+    const std::string q2 = "model.layers.1.mlp.experts." + std::to_string(e) + ".";
+    for (const char* p : {"gate_proj", "up_proj"}) t.add_bf16(q2 + p + ".weight", {f, h});
+    t.add_bf16(q2 + "down_proj.weight", {h, f});
+  }
+  t.add_bf16("model.layers.0.block_sparse_moe.gate.weight", {2, h});
+  t.add_bf16("model.layers.1.mlp.gate.weight", {2, h});
+  t.add_bf16("model.layers.1.mlp.shared_expert.down_proj.weight", {h, f});
+  t.add_bf16("model.layers.1.mlp.shared_expert_gate.weight", {1, h});
+  t.add_bf16("model.layers.2.self_attn.qkv_proj.weight", {3 * h, h});
+  t.add_bf16("model.layers.2.self_attn.o_proj.weight", {h, h});
+  t.add_bf16("model.layers.2.mlp.gate_up_proj.weight", {2 * f, h});
+  t.write(s.path / "in");
+  write_json(s.path / "in" / "config.json", {{"model_type", "mixtral"}});
+  const RunResult d = run_nibble("quantize " + q(s.path / "in") + " --dry-run");  // default: moe
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  const auto result = [&](const std::string& module) {
+    const size_t at = d.out.find("\n" + module + " ");
+    return at == std::string::npos ? std::string("(no row)") : d.out.substr(at + 1, d.out.find('\n', at + 1) - at - 1);
+  };
+  EXPECT_NE(result("model.layers.0.block_sparse_moe.experts.1.w2").find("MXFP4   token 'moe'"), std::string::npos) << d.out;
+  EXPECT_NE(result("model.layers.1.mlp.experts.0.up_proj").find("MXFP4   token 'moe'"), std::string::npos) << d.out;
+  EXPECT_NE(result("model.layers.0.block_sparse_moe.gate").find("kept    not selected (router modules"), std::string::npos) << d.out;
+  EXPECT_NE(result("model.layers.1.mlp.gate").find("kept    not selected (router modules"), std::string::npos) << d.out;
+  EXPECT_NE(result("model.layers.1.mlp.shared_expert.down_proj").find("kept    not selected (kind 'mlp'"), std::string::npos) << d.out;
+  EXPECT_NE(d.out.find("\n21 linear modules: 12 MXFP4, 9 kept\n"), std::string::npos) << d.out;
+  // Quantized for real, with qkv and mlp: per-expert and fused tensors in the gpt-oss layout.
+  const RunResult r = run_nibble("quantize " + q(s.path / "in") + " -o " + q(s.path / "out") + " --mxfp4-layers moe,qkv,mlp -q");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Checkpoint out(s.path / "out");
+  for (const auto& [name, rows, k] : std::vector<std::tuple<std::string, size_t, size_t>>{
+           {"model.layers.0.block_sparse_moe.experts.1.w2.weight", 64, 96},
+           {"model.layers.1.mlp.experts.0.gate_proj.weight", 96, 64},
+           {"model.layers.1.mlp.shared_expert.down_proj.weight", 64, 96},
+           {"model.layers.2.self_attn.qkv_proj.weight", 192, 64},
+           {"model.layers.2.mlp.gate_up_proj.weight", 192, 64}}) {
+    const auto [eb, es] = expected_mxfp4(t.bytes(name).data(), rows, k);
+    EXPECT_EQ(out.at(name + "_blocks").shape, (std::vector<int64_t>{int64_t(rows), int64_t(k / 32), 16})) << name;
+    EXPECT_EQ(bytes_of(out.at(name + "_blocks")), eb) << name;
+    EXPECT_EQ(bytes_of(out.at(name + "_scales")), es) << name;
+  }
+  for (const char* name : {"model.layers.0.block_sparse_moe.gate.weight", "model.layers.1.mlp.shared_expert_gate.weight",
+                           "model.layers.2.self_attn.o_proj.weight"})
+    EXPECT_EQ(bytes_of(out.at(name)), t.bytes(name)) << name;
 }
 
 }  // namespace

@@ -186,11 +186,11 @@ struct RunResult {
   std::string out, err;
 };
 
-// Runs `nibble <args>` (a shell command line), capturing stdout and stderr.
-inline RunResult run_nibble(const std::string& args) {
+// Runs a shell command line, capturing stdout and stderr.
+inline RunResult run_command(const std::string& command_line) {
   ScratchDir logs;
   const std::string out_path = (logs.path / "out").string(), err_path = (logs.path / "err").string();
-  const std::string cmd = std::string(NIBBLE_BIN) + " " + args + " >" + out_path + " 2>" + err_path;
+  const std::string cmd = "{ " + command_line + "; } >" + out_path + " 2>" + err_path;
   const int status = std::system(cmd.c_str());
   RunResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -200,6 +200,9 @@ inline RunResult run_nibble(const std::string& args) {
   return r;
 }
 
+// Runs `nibble <args>` (a shell command line), capturing stdout and stderr.
+inline RunResult run_nibble(const std::string& args) { return run_command(std::string(NIBBLE_BIN) + " " + args); }
+
 // Single-quoted for the shell. (Built with append: GCC 12 warns falsely on "'" + s + "'".)
 inline std::string q(const fs::path& p) {
   std::string quoted(1, '\'');
@@ -208,12 +211,13 @@ inline std::string q(const fs::path& p) {
   return quoted;
 }
 
-// Nothing of ours left in `dir`: no temp or old directories.
+// Nothing of ours left in `dir`: no temp or old directories, no temp files ("X.tmp-XXXXXX",
+// src/format/temp_file.h).
 inline std::vector<std::string> leftovers(const fs::path& dir) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string n = e.path().filename().string();
-    if (n.find(".nibble-") != std::string::npos) names.push_back(n);
+    if (n.find(".nibble-") != std::string::npos || n.find(".tmp-") != std::string::npos) names.push_back(n);
   }
   return names;
 }
