@@ -232,30 +232,29 @@ __global__ void __launch_bounds__(kMaxWarps * 32)
 
 // ---- the pipelined variant (BF16 activations) ------------------------------------------------
 // The kernel above waits for each trip's loads before it decodes them, so a warp's loads and
-// its math never overlap, and its ~110 registers cap an SM at ~16 warps: too few to hide the
-// decode's latencies (docs/perf.md). Here every warp streams its weight chunks through a ring
-// of kStages shared-memory stages filled by cp.async (while it decodes chunk i, chunks
-// i+1 .. i+kStages-1 are in flight and hold no registers), and loads the next chunk's
-// activations (L2-resident, ~1% of the bytes) into registers one chunk ahead. Each lane
-// copies exactly the bytes it later reads (its 16 weight bytes and its scale word per tile),
-// so a lane only waits for its own copies (cp.async.wait_group): no barrier inside the loop.
-// ~60 registers: up to 32 warps per CTA.
+// its math never overlap: the memory system idles while the SMs decode (docs/perf.md). Here
+// every warp streams its chunks through a ring of kStages shared-memory stages filled by
+// cp.async: while it decodes chunk i, chunks i+1 .. i+kStages-1 are in flight, and the loads
+// hold no registers. Each lane copies exactly the bytes it later reads (its 16 weight bytes
+// per tile, its scale word, its two 16-byte activation runs), so a lane only waits for its
+// own copies (cp.async.wait_group): no barrier inside the loop.
 //
-//   ring of warp w: kStages x [ weights kTiles x 32 lanes x 16 B | scales kTiles x 32 x 4 B ]
+//   ring of warp w: kStages x [ weights kTiles x 32 lanes x 16 B | activations 2 x 32 x 16 B |
+//                               scales kTiles x 32 lanes x 4 B ]
 //
-// Needs BF16 activation rows that are 16-byte aligned with K % 8 == 0 (the plain kernel's
-// vector loads), which every real model has.
-constexpr int kStages = 4;                // 3 chunks in flight per warp
-constexpr int kMaxPipelinedWarps = 32;
+// Needs BF16 activation rows that are 16-byte aligned with K % 8 == 0 (every 16-byte run lies
+// inside a row; runs past K are zero-filled by cp.async's src-size).
+constexpr int kStages = 4;  // 3 chunks in flight per warp: 24-48 KB per SM at 8-16 warps
 
 template <int kTiles>
-constexpr int kStageBytes = kTiles * (512 + 128);
+constexpr int kStageBytes = kTiles * 512 + 2 * 512 + kTiles * 128;
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared_address(dst)), "l"(src)
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(dst)), "l"(src),
+               "r"(src_bytes)
                : "memory");
 }
 __device__ __forceinline__ void cp_async4(void* dst, const void* src) {
@@ -269,7 +268,7 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 
 template <int kTiles>
-__global__ void __launch_bounds__(kMaxPipelinedWarps * 32)
+__global__ void __launch_bounds__(kMaxWarps * 32)
     mxfp4_gemv_pipelined_kernel(const Params p) {
   using Act = __nv_bfloat16;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -277,16 +276,26 @@ __global__ void __launch_bounds__(kMaxPipelinedWarps * 32)
   const int tile0 = blockIdx.x * kTiles;
   extern __shared__ __align__(16) unsigned char smem[];
   unsigned char* ring = smem + size_t(warp) * kStages * kStageBytes<kTiles>;
+  const bool has_row = g < p.m;  // B column g: activation row g, zero for rows >= M
+  const Act* act_row = static_cast<const Act*>(p.act) + size_t(has_row ? g : 0) * p.k;
 
   const auto weights_at = [&](int stage) { return reinterpret_cast<uint4*>(ring + stage * kStageBytes<kTiles>); };
-  const auto scales_at = [&](int stage) { return reinterpret_cast<uint32_t*>(weights_at(stage) + kTiles * 32); };
+  const auto acts_at = [&](int stage) { return weights_at(stage) + kTiles * 32; };
+  const auto scales_at = [&](int stage) { return reinterpret_cast<uint32_t*>(acts_at(stage) + 64); };
   const auto issue = [&](int stage, int chunk) {
 #pragma unroll
     for (int tt = 0; tt < kTiles; ++tt) {
       const size_t at = size_t(tile0 + tt) * p.k_chunks + chunk;
-      cp_async16(weights_at(stage) + tt * 32 + lane, p.weights + at * 32 + lane);
+      cp_async16(weights_at(stage) + tt * 32 + lane, p.weights + at * 32 + lane, 16);
       cp_async4(scales_at(stage) + tt * 32 + lane, p.scales + at * 8 + g);
     }
+    if (has_row)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int k0 = chunk * 64 + 32 * j + 8 * t;
+        const int bytes = k0 < p.k ? 2 * min(8, p.k - k0) : 0;
+        cp_async16(acts_at(stage) + j * 32 + lane, bytes ? act_row + k0 : act_row, bytes);
+      }
   };
 
   // This warp's chunks: warp, warp + warps, ...
@@ -296,33 +305,25 @@ __global__ void __launch_bounds__(kMaxPipelinedWarps * 32)
     if (i < mine) issue(i, warp + i * warps);
     cp_async_commit();  // empty groups too: the wait below counts groups
   }
-  uint32_t b[2][kActRegs<Act>], b_next[2][kActRegs<Act>];
-  if (mine > 0) {
-    load_act<Act>(p, g, warp * 64 + 8 * t, b_next[0]);
-    load_act<Act>(p, g, warp * 64 + 32 + 8 * t, b_next[1]);
-  }
   float acc[kTiles][4] = {};
   for (int i = 0; i < mine; ++i) {
     const int ahead = i + kStages - 1;
     if (ahead < mine) issue(ahead % kStages, warp + ahead * warps);
     cp_async_commit();
-#pragma unroll
-    for (int j = 0; j < 2; ++j)
-#pragma unroll
-      for (int r = 0; r < kActRegs<Act>; ++r) b[j][r] = b_next[j][r];
-    if (i + 1 < mine) {
-      const int chunk = warp + (i + 1) * warps;
-      load_act<Act>(p, g, chunk * 64 + 8 * t, b_next[0]);
-      load_act<Act>(p, g, chunk * 64 + 32 + 8 * t, b_next[1]);
-    }
     cp_async_wait<kStages - 1>();  // chunk i's group is complete
     const int stage = i % kStages;
     uint4 w[kTiles];
     uint32_t s[kTiles];
+    uint32_t b[2][kActRegs<Act>];
 #pragma unroll
     for (int tt = 0; tt < kTiles; ++tt) {
       w[tt] = weights_at(stage)[tt * 32 + lane];
       s[tt] = scales_at(stage)[tt * 32 + lane];
+    }
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const uint4 v = has_row ? acts_at(stage)[j * 32 + lane] : make_uint4(0, 0, 0, 0);
+      b[j][0] = v.x, b[j][1] = v.y, b[j][2] = v.z, b[j][3] = v.w;
     }
     accumulate_chunk<Act, kTiles>(p, w, s, b, acc);
   }
@@ -353,7 +354,7 @@ cudaError_t launch_for(const Params& p, int tiles, int warps, bool pipelined, cu
       const size_t smem = pipelined_smem_bytes(tiles, warps);
       // Above 48 KB of dynamic shared memory a kernel must opt in, once per device.
       static const cudaError_t opt_in = [] {
-        const int most = int(pipelined_smem_bytes(2, kMaxPipelinedWarps));
+        const int most = int(pipelined_smem_bytes(2, kMaxWarps));
         cudaError_t e = cudaFuncSetAttribute(mxfp4_gemv_pipelined_kernel<2>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, most);
         if (e == cudaSuccess)
@@ -399,7 +400,7 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   mxfp4_gemv_default_config(l, &def_tiles, &def_warps);
   if (tiles == 0) tiles = def_tiles;
   if (warps == 0) warps = def_warps;
-  if ((tiles != 1 && tiles != 2) || warps < 1) return cudaErrorInvalidValue;
+  if ((tiles != 1 && tiles != 2) || warps < 1 || warps > kMaxWarps) return cudaErrorInvalidValue;
 
   Params p{};
   p.weights = static_cast<const uint4*>(l.weights);
@@ -417,7 +418,6 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   const bool can_pipeline = l.activation == ActivationFormat::bf16 && p.act_vector;
   if (l.pipelined == 1 && !can_pipeline) return cudaErrorInvalidValue;
   const bool pipelined = can_pipeline && l.pipelined != 0;
-  if (warps > (pipelined ? kMaxPipelinedWarps : kMaxWarps)) return cudaErrorInvalidValue;
   const auto s = static_cast<cudaStream_t>(stream);
   return l.activation == ActivationFormat::bf16
              ? launch_for<__nv_bfloat16>(p, tiles, warps, pipelined, s)
