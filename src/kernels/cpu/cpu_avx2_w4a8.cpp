@@ -35,6 +35,8 @@ constexpr int kWeightOffset = 12;    // 2 * E2M1 + 12 is unsigned: 0..24
 // them: half of a Zen 3 / Zen 4 / Skylake-SP L2 (512 KB - 2 MB), so they are read from
 // memory once.
 constexpr size_t kGroupCodeBytes = 256 * 1024;
+// Software prefetch distance in blocks of a panel (128 code bytes each): 2 KB ahead.
+constexpr size_t kPrefetchBlocks = 16;
 
 // 2 * E2M1(code) + 12 for the 16 codes: the vpshufb table of the decode.
 constexpr uint8_t offset_code(size_t code) { return uint8_t(int(2 * kE2M1Values[code]) + kWeightOffset); }
@@ -108,6 +110,12 @@ NIBBLE_AVX2 void panel_dot(const Problem& p, size_t panel, size_t m0, __m256* ac
   for (size_t m = 0; m < MM; ++m) acc[m] = _mm256_setzero_ps();
 
   for (size_t b = 0; b < p.blocks; ++b) {
+    // The hardware prefetcher alone leaves the loads exposed once a block's math takes as
+    // long as its memory time (docs/perf.md: 20-30 % at M = 1..8, cold); past the panel's
+    // end this reaches into the next panel, which follows in memory.
+    _mm_prefetch(reinterpret_cast<const char*>(codes + (b + kPrefetchBlocks) * kCodeBytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(codes + (b + kPrefetchBlocks) * kCodeBytes + 64), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(scales + (b + kPrefetchBlocks) * kPanelRows), _MM_HINT_T0);
     __m256i lo[4], hi[4];  // lo[j]: quad j, hi[j]: quad j + 4, as offset bytes
     for (size_t j = 0; j < 4; ++j) {
       const __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(codes + b * kCodeBytes + 32 * j));
