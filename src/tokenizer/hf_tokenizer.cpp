@@ -262,13 +262,20 @@ HfTokenizer::HfTokenizer(const json& tok, const json& config, const json& genera
       added_.push_back(std::move(t));
     }
   }
-  // A normalized added token is matched in the normalized text; without a normalizer that is the
-  // raw text again.
+  // Two passes, as Hugging Face's added vocabulary does: tokens with normalized=false are split
+  // out of the raw text first; the rest of the text is normalized and then searched for the
+  // normalized=true tokens, whose content is normalized the same way first (a Lowercase
+  // normalizer makes "XY" match "xy" and "XY" alike).
   for (size_t i = 0; i < added_.size(); ++i) {
-    if (added_[i].normalized && normalizer_)
-      normalized_matcher_.add(added_[i].content, i);
-    else
+    if (!added_[i].normalized) {
       raw_matcher_.add(added_[i].content, i);
+    } else if (normalizer_) {
+      std::string content = added_[i].content;
+      normalizer_->normalize(content);
+      normalized_matcher_.add(content, i);
+    } else {
+      normalized_matcher_.add(added_[i].content, i);
+    }
   }
   special_.assign(vocab_size_, 0);
   for (const auto& t : added_)
@@ -392,23 +399,23 @@ void HfTokenizer::encode_normalized(std::string_view text, bool first_section, s
 
 void HfTokenizer::encode_section(std::string_view section, bool first_section, std::vector<int32_t>& ids) const {
   if (section.empty()) return;
-  if (!normalizer_) {
+  std::string normalized;
+  if (normalizer_) {
+    normalized.assign(section);
+    normalizer_->normalize(normalized);
+    section = normalized;
+  }
+  if (normalized_matcher_.empty()) {
     encode_normalized(section, first_section, ids);
     return;
   }
-  std::string normalized(section);
-  normalizer_->normalize(normalized);
-  if (normalized_matcher_.empty()) {
-    encode_normalized(normalized, first_section, ids);
-    return;
-  }
   std::vector<Segment> parts;
-  split_added(normalized, normalized_matcher_, parts);
+  split_added(section, normalized_matcher_, parts);
   for (const auto& p : parts) {
     if (p.added >= 0)
       ids.push_back(added_[p.added].id);
-    else
-      encode_normalized(p.text, first_section, ids);
+    else  // only a piece at the very start of the text is "first" (Metaspace prepend_scheme first)
+      encode_normalized(p.text, first_section && p.text.data() == section.data(), ids);
   }
 }
 

@@ -233,6 +233,27 @@ TEST(Tokenizer, TinyModelMergesAndAddedTokenOptions) {
   EXPECT_FALSE(tok->eos_id().has_value());  // no config: only the usual spellings are guessed
 }
 
+// normalized: true added tokens are matched in the normalized text with their content
+// normalized the same way (Hugging Face's added vocabulary); normalized: false ones in the raw text.
+TEST(Tokenizer, NormalizedAddedTokensMatchAfterTheNormalizer) {
+  TempDir dir;
+  auto j = tiny_tokenizer();
+  j["normalizer"] = {{"type", "Lowercase"}};
+  j["added_tokens"].push_back({{"id", 5}, {"content", "XY"}, {"special", false}, {"normalized", true}});
+  j["added_tokens"].push_back({{"id", 6}, {"content", "QZ"}, {"special", false}, {"normalized", false}});
+  dir.write("tokenizer.json", j.dump());
+  const auto tok = Tokenizer::load(dir.path());
+  // Spaces are not in the vocabulary: <unk> (3).
+  EXPECT_EQ(tok->encode("a XY b", false), (std::vector<int32_t>{0, 3, 5, 3, 1}));
+  EXPECT_EQ(tok->encode("a xy b", false), (std::vector<int32_t>{0, 3, 5, 3, 1}));
+  EXPECT_EQ(tok->encode("aXyb", false), (std::vector<int32_t>{0, 5, 1}));
+  // A normalized: false token matches only as written, before the normalizer runs.
+  EXPECT_EQ(tok->encode("aQZb", false), (std::vector<int32_t>{0, 6, 1}));
+  EXPECT_EQ(tok->encode("aqzb", false), (std::vector<int32_t>{0, 3, 3, 1}));
+  EXPECT_EQ(tok->decode(std::vector<int32_t>{5}), "XY");
+  EXPECT_EQ(tok->piece_to_id("XY"), 5);
+}
+
 // ---- SentencePiece .model ----
 
 TEST(SentencePiece, ModelFileLoadsEncodesAndRoundTrips) {
