@@ -337,6 +337,7 @@ std::vector<Message> parse_completion(std::string_view text) {
       out.push_back(std::move(m));
       break;
     }
+    m.header_done = true;
     pos = msg + 11;
     size_t end = std::string_view::npos;
     std::string end_token;
@@ -360,6 +361,24 @@ std::vector<Message> parse_completion(std::string_view text) {
 
 std::vector<Message> parse_completion(const Tokenizer& tokenizer, std::span<const int32_t> ids) {
   return parse_completion(tokenizer.decode(ids, false));
+}
+
+std::string VisibleText::update(std::string_view completion) {
+  // The visible text is rebuilt from the whole completion: messages only ever grow at the end,
+  // so it extends what was shown before (a header becomes visible only once it is complete).
+  std::string text;
+  for (const Message& m : parse_completion(completion)) {
+    if (!m.header_done || (m.channel != "final" && !show_reasoning_)) continue;
+    if (!text.empty()) text += "\n\n";
+    if (show_reasoning_)
+      text += "[" + m.channel + (m.recipient.empty() ? "" : " to=" + m.recipient) + "]\n";
+    text += m.content;
+  }
+  size_t common = 0;
+  while (common < text.size() && common < shown_.size() && text[common] == shown_[common]) ++common;
+  std::string delta = text.substr(common);
+  shown_ = std::move(text);
+  return delta;
 }
 
 std::vector<int32_t> stop_ids(const Tokenizer& tokenizer) {

@@ -257,6 +257,39 @@ TEST(Harmony, ParsesCompletionsIntoChannels) {
   EXPECT_TRUE(prompt.ends_with("<|start|>user<|message|>Hi<|end|><|start|>assistant")) << prompt;
 }
 
+// What `nibble run` shows of a harmony reply as it streams, token by token through the gpt-oss
+// tokenizer: the final channel, or every channel under its label with show_reasoning.
+TEST(Harmony, VisibleTextStreamsTheFinalChannel) {
+  const auto tok = Tokenizer::load(test::bundled_model_dir("gptoss"));
+  const std::string reply =
+      "<|channel|>analysis<|message|>The user greets; answer briefly. 😀<|end|>"
+      "<|start|>assistant to=functions.clock<|channel|>commentary json<|message|>{\"tz\": \"UTC\"}<|call|>";
+  const std::string answer = "<|channel|>final<|message|>Hello — it is noon.<|return|>";
+  for (const bool show : {false, true}) {
+    for (const std::string& text : {reply, answer, "<|channel|>analysis<|message|>x<|end|><|start|>assistant" + answer}) {
+      harmony::VisibleText visible(show);
+      StreamingDecoder stream(*tok, /*skip_special_tokens=*/false);
+      std::string completion, joined;
+      for (const int32_t id : tok->encode(text, false)) {
+        completion += stream.push(id);
+        joined += visible.update(completion);
+      }
+      ASSERT_EQ(completion, text);
+      EXPECT_EQ(joined, visible.shown());
+      std::string want;
+      if (text == reply)
+        want = show ? "[analysis]\nThe user greets; answer briefly. 😀\n\n[commentary to=functions.clock]\n{\"tz\": \"UTC\"}" : "";
+      else if (text == answer)
+        want = show ? "[final]\nHello — it is noon." : "Hello — it is noon.";
+      else
+        want = show ? "[analysis]\nx\n\n[final]\nHello — it is noon." : "Hello — it is noon.";
+      EXPECT_EQ(joined, want) << "show_reasoning " << show << " on " << text;
+    }
+  }
+  harmony::VisibleText visible(false);
+  EXPECT_THROW(visible.update("<|channel|>final<|message|>a<|end|>junk"), Error);
+}
+
 TEST(ChatTemplate, ErrorsNameTheLine) {
   const auto message = [](const std::string& src) {
     try {
