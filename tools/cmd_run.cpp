@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <utility>
 #include <optional>
 
 #include "base/error.h"
@@ -83,8 +84,6 @@ Prompt make_prompt(const Args& a, const Tokenizer& tokenizer) {
     return p;
   }
   p.harmony = is_harmony;
-  NIBBLE_CHECK(a.reasoning_effort.empty() || is_harmony,
-               "--reasoning-effort is for harmony (gpt-oss) models; this tokenizer has no harmony tokens");
   NIBBLE_CHECK(!a.show_reasoning || is_harmony,
                "--show-reasoning is for harmony (gpt-oss) models; this tokenizer has no harmony tokens");
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
@@ -93,7 +92,12 @@ Prompt make_prompt(const Args& a, const Tokenizer& tokenizer) {
   ChatOptions options;
   options.add_generation_prompt = true;
   options.template_override = override_text;
-  if (!a.reasoning_effort.empty()) options.extra["reasoning_effort"] = a.reasoning_effort;
+  if (!a.reasoning_effort.empty()) {
+    NIBBLE_CHECK(chat_format_reads(tokenizer, options, "reasoning_effort"),
+                 "--reasoning-effort would be ignored: the chat template does not read reasoning_effort "
+                 "(gpt-oss's harmony format does)");
+    options.extra["reasoning_effort"] = a.reasoning_effort;
+  }
   p.text = apply_chat_template(tokenizer, messages, options);
   p.ids = tokenizer.encode(p.text, /*add_special_tokens=*/false);  // the template writes BOS itself
   return p;

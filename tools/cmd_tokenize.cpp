@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <utility>
 #include <sstream>
 
 #include "base/error.h"
@@ -73,10 +74,18 @@ void setup(CLI::App& command) {
                      "render a JSON list of {role, content} messages (or {messages, tools, add_generation_prompt, kwargs})");
   command.add_option("--chat-template", args->chat_template_file,
                      "a Jinja chat template file replacing the model's own");
-  command.add_option("--reasoning-effort", args->reasoning_effort, "harmony (gpt-oss): low, medium or high");
+  command.add_option("--reasoning-effort", args->reasoning_effort,
+                     "with --chat/--messages, for templates that read reasoning_effort (gpt-oss harmony)")
+      ->check(CLI::IsMember({"low", "medium", "high"}));
   command.add_flag("--no-generation-prompt", args->no_generation_prompt,
                    "do not end the chat prompt with the assistant header");
   command.callback([args] {
+    // Chat options without a chat prompt to apply them to are refused, not ignored.
+    const bool chat_prompt = args->chat || !args->messages_file.empty();
+    for (const auto& [flag, set] : {std::pair{"--reasoning-effort", !args->reasoning_effort.empty()},
+                                    std::pair{"--chat-template", !args->chat_template_file.empty()},
+                                    std::pair{"--no-generation-prompt", args->no_generation_prompt}})
+      NIBBLE_CHECK(!set || chat_prompt, "{} applies to chat prompts: add --chat or --messages FILE", flag);
     const auto tok = open_tokenizer(args->model);
     if (args->decode) {
       std::vector<int32_t> ids = args->decode_ids;
@@ -136,11 +145,16 @@ void setup(CLI::App& command) {
         if (chat.contains("add_generation_prompt")) options.add_generation_prompt = chat["add_generation_prompt"].get<bool>();
         if (chat.contains("kwargs")) options.extra = chat["kwargs"];
       }
-      if (!args->reasoning_effort.empty()) options.extra["reasoning_effort"] = args->reasoning_effort;
       if (!args->chat_template_file.empty()) {
         std::ifstream in(args->chat_template_file, std::ios::binary);
         NIBBLE_CHECK(in, "{}: cannot open", args->chat_template_file);
         options.template_override.assign(std::istreambuf_iterator<char>(in), {});
+      }
+      if (!args->reasoning_effort.empty()) {
+        NIBBLE_CHECK(chat_format_reads(*tok, options, "reasoning_effort"),
+                     "--reasoning-effort would be ignored: the chat template does not read reasoning_effort "
+                     "(gpt-oss's harmony format does)");
+        options.extra["reasoning_effort"] = args->reasoning_effort;
       }
       text = apply_chat_template(*tok, messages, options);
       add_special = false;  // the template writes BOS itself

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <map>
 #include <unordered_map>
 
@@ -183,7 +184,8 @@ class HfTokenizer final : public Tokenizer {
 
 HfTokenizer::HfTokenizer(const json& tok, const json& config, const json& generation) {
   NIBBLE_CHECK(tok.is_object(), "the top level must be a JSON object");
-  const json& model = json_field(tok, "model", "tokenizer");
+  NIBBLE_CHECK(tok.contains("model"), "field `model` is missing");
+  const json& model = tok["model"];
   const std::string type = model.contains("type") ? json_string(model, "type", "model") : "BPE";
   NIBBLE_CHECK(type == "BPE", "model.type {:?} is not supported (supported: BPE)", type);
 
@@ -191,8 +193,13 @@ HfTokenizer::HfTokenizer(const json& tok, const json& config, const json& genera
   const json& vocab = json_field(model, "vocab", "model");
   NIBBLE_CHECK(vocab.is_object(), "model.vocab must be an object of token -> id (got {})", vocab.type_name());
   bpe.vocab.reserve(vocab.size());
+  std::unordered_map<int32_t, std::string> token_of_id;  // two tokens with one id: refused
+  token_of_id.reserve(vocab.size());
   for (const auto& [token, id] : vocab.items()) {
-    NIBBLE_CHECK(id.is_number_integer(), "model.vocab[{:?}] must be an integer id", token);
+    NIBBLE_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() <= INT32_MAX,
+                 "model.vocab[{:?}] must be a non-negative integer id", token);
+    const auto [it, fresh] = token_of_id.emplace(id.get<int32_t>(), token);
+    NIBBLE_CHECK(fresh, "model.vocab: {:?} and {:?} both have id {}", it->second, token, it->first);
     bpe.vocab.emplace(token, id.get<int32_t>());
   }
   const json& merges = json_field(model, "merges", "model");

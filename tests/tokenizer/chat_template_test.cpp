@@ -309,6 +309,18 @@ TEST(ChatTemplate, ErrorsNameTheLine) {
   EXPECT_NE(message("{{ 'unterminated }}").find("unterminated string"), std::string::npos);
 }
 
+TEST(ChatTemplate, ReadsTellsWhichVariablesATemplateMentions) {
+  const ChatTemplate t(
+      "{% macro m(x=reasoning_effort) %}{{ x }}{% endmacro %}{% for msg in messages if msg.role != skip %}"
+      "{{ msg.content | replace('a', other) }}{% endfor %}{% if add_generation_prompt %}{{ tail }}{% endif %}");
+  for (const char* name : {"reasoning_effort", "messages", "skip", "other", "add_generation_prompt", "tail"})
+    EXPECT_TRUE(t.reads(name)) << name;
+  for (const char* name : {"role", "content", "enable_thinking", "x2"}) EXPECT_FALSE(t.reads(name)) << name;
+  // The built-in harmony renderer reads reasoning_effort; Llama 3's template does not.
+  EXPECT_TRUE(chat_format_reads(*Tokenizer::load(test::bundled_model_dir("gptoss")), {}, "reasoning_effort"));
+  EXPECT_FALSE(chat_format_reads(*Tokenizer::load(test::bundled_model_dir("llama3")), {}, "reasoning_effort"));
+}
+
 TEST(ChatTemplate, NoTemplateIsAClearError) {
   const auto tok = Tokenizer::load(test::bundled_model_dir("llama2"));
   try {

@@ -83,5 +83,36 @@ TEST(CmdTokenize, ErrorsAreClear) {
   EXPECT_NE(no_template.out.find("--chat-template FILE"), std::string::npos) << no_template.out;
 }
 
+// --reasoning-effort takes low|medium|high and is refused wherever it would be ignored.
+TEST(CmdTokenize, ReasoningEffortIsCheckedNotIgnored) {
+  const std::string oss = test::bundled_model_dir("gptoss").string();
+  const std::string llama3 = test::bundled_model_dir("llama3").string();
+  const CliResult high = run(fmt::format("-m '{}' --chat 'Hi' --reasoning-effort high", oss));
+  ASSERT_EQ(high.rc, 0) << high.out;
+  EXPECT_NE(high.out.find("Reasoning: high"), std::string::npos) << high.out;
+
+  const CliResult bogus = run(fmt::format("-m '{}' --chat 'Hi' --reasoning-effort extreme", oss));
+  EXPECT_NE(bogus.rc, 0);
+  EXPECT_NE(bogus.out.find("extreme"), std::string::npos) << bogus.out;
+  EXPECT_NE(bogus.out.find("low"), std::string::npos) << bogus.out;  // the allowed values are named
+
+  const CliResult no_chat = run(fmt::format("-m '{}' --reasoning-effort low 'Hi'", oss));
+  EXPECT_NE(no_chat.rc, 0);
+  EXPECT_NE(no_chat.out.find("--reasoning-effort applies to chat prompts"), std::string::npos) << no_chat.out;
+
+  const CliResult not_read = run(fmt::format("-m '{}' --chat 'Hi' --reasoning-effort low", llama3));
+  EXPECT_NE(not_read.rc, 0);
+  EXPECT_NE(not_read.out.find("--reasoning-effort would be ignored"), std::string::npos) << not_read.out;
+
+  // A template that reads it gets it.
+  const fs::path tmpl = fs::temp_directory_path() / fmt::format("nibble_effort_{}.jinja", ::getpid());
+  std::ofstream(tmpl) << "effort={{ reasoning_effort }}";
+  const CliResult read = run(fmt::format("-m '{}' --chat 'Hi' --reasoning-effort medium --chat-template '{}'", llama3,
+                                         tmpl.string()));
+  fs::remove(tmpl);
+  ASSERT_EQ(read.rc, 0) << read.out;
+  EXPECT_NE(read.out.find("effort=medium"), std::string::npos) << read.out;
+}
+
 }  // namespace
 }  // namespace nibble

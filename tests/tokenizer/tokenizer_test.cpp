@@ -214,6 +214,17 @@ TEST(TokenizerErrors, NameTheField) {
   j = tiny_tokenizer();
   j["model"]["unk_token"] = "<missing>";
   expect(j, "model.unk_token");
+  j = tiny_tokenizer();
+  j.erase("model");
+  expect(j, "tokenizer.json: field `model` is missing");
+  j = tiny_tokenizer();
+  j["model"]["vocab"]["c"] = 1;  // "b" has id 1 already
+  expect(j, "both have id 1");
+  expect(j, "\"c\"");
+  expect(j, "\"b\"");
+  j = tiny_tokenizer();
+  j["model"]["vocab"]["c"] = -4;
+  expect(j, "model.vocab[\"c\"] must be a non-negative integer id");
 }
 
 TEST(Tokenizer, TinyModelMergesAndAddedTokenOptions) {
