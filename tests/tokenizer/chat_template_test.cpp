@@ -225,6 +225,22 @@ TEST(Harmony, ParsesCompletionsIntoChannels) {
   EXPECT_EQ(msgs[1].content, "{\"city\": \"Paris\"}");
   EXPECT_EQ(msgs[1].end, "<|call|>");
 
+  // What gpt-oss writes for a tool call: the recipient after the channel and the content type
+  // behind <|constrain|> (the token is not part of the type), with or without the space.
+  for (const std::string header : {"<|channel|>commentary to=functions.get_weather <|constrain|>json",
+                                   "<|channel|>commentary to=functions.get_weather<|constrain|>json",
+                                   " to=functions.get_weather<|channel|>commentary <|constrain|>json"}) {
+    const auto call = harmony::parse_completion(
+        "<|channel|>analysis<|message|>Call it.<|end|><|start|>assistant" + header + "<|message|>{\"city\": \"Oslo\"}<|call|>");
+    ASSERT_EQ(call.size(), 2u) << header;
+    EXPECT_EQ(call[1].role, "assistant") << header;
+    EXPECT_EQ(call[1].channel, "commentary") << header;
+    EXPECT_EQ(call[1].recipient, "functions.get_weather") << header;
+    EXPECT_EQ(call[1].content_type, "json") << header;
+    EXPECT_EQ(call[1].content, "{\"city\": \"Oslo\"}") << header;
+    EXPECT_EQ(call[1].end, "<|call|>") << header;
+  }
+
   const auto final_only = harmony::parse_completion("<|channel|>final<|message|>Noon.<|return|>ignored");
   ASSERT_EQ(final_only.size(), 1u);
   EXPECT_EQ(final_only[0].channel, "final");
