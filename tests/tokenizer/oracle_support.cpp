@@ -70,7 +70,7 @@ std::vector<CorpusCase> load_corpus(size_t max_bytes) {
 
 nlohmann::json run_oracle(const std::string& name, const nlohmann::json& request) {
   const fs::path tmp = fs::temp_directory_path() /
-                       fmt::format("nibble_oracle_{}_{}_{}", ::getpid(), name, std::rand());
+                       fmt::format("nibble_oracle_{}_{}_{}", ::getpid(), fs::path(name).filename().string(), std::rand());
   fs::create_directories(tmp);
   const fs::path req = tmp / "request.json", out = tmp / "answer.json", log = tmp / "log.txt";
   {
