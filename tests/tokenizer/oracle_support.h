@@ -36,6 +36,11 @@ std::vector<CorpusCase> load_corpus(size_t max_bytes = 0);
 // tokenizer.json + tokenizer_config.json); returns its JSON answer.
 nlohmann::json run_oracle(const std::string& name, const nlohmann::json& request);
 
+// A published chat template from the npm package @huggingface/ollama-utils (see
+// oracle/published_templates.mjs), by Ollama library model name ("library/llama2:7b"). Throws
+// with what to install when node or the package is missing.
+std::string published_template(const std::string& model);
+
 // The chat-template oracle (oracle/jinja_oracle.py: Python jinja2 set up like transformers).
 // Empty when python3 with jinja2 is there; otherwise what is missing.
 std::string jinja_oracle_missing();
