@@ -48,8 +48,8 @@ std::string template_text(const TemplateCase& tc) {
 
 // Chat templates as the models publish them, from @huggingface/ollama-utils (each GGUF file's
 // copy of the model's tokenizer_config.json chat_template): Llama 2 chat, Mistral 7B Instruct
-// (v0.1/v0.2), the [INST] layout with the system prompt in the last user turn (Mixtral 8x22B,
-// Mistral v0.3's first template), [SYSTEM_PROMPT] (Mistral Small 3), Llama 3.1 with tools. The
+// ([INST], user/assistant only), the [INST] layout with the system prompt in the last user turn
+// (Mixtral 8x22B Instruct), [SYSTEM_PROMPT] (Mistral Small 3), Llama 3.1 with tools. The
 // Mistral-style tokens are spelled like Llama 2's (<s>, </s>), so the llama2 tokenizer renders
 // them. Mistral's templates refuse system and tool messages: those conversations must raise.
 const std::vector<TemplateCase> kPublished = {
