@@ -6,6 +6,7 @@
 //   nibble tokenize -m DIR --chat "Hi"            # the chat prompt for one user message, and its ids
 //   nibble tokenize -m DIR --messages chat.json [--chat-template FILE] [--reasoning-effort high]
 //   nibble tokenize -m DIR --batch texts.jsonl    # one JSON string per line -> one JSON id list per line
+//   nibble tokenize -m DIR --decode-batch ids.jsonl [--skip-special]  # id lists -> JSON strings
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -24,7 +25,7 @@ namespace nibble {
 namespace {
 
 struct Args {
-  std::string model, text, file, batch_file, messages_file, chat_template_file, reasoning_effort;
+  std::string model, text, file, batch_file, decode_batch_file, messages_file, chat_template_file, reasoning_effort;
   bool chat = false, no_generation_prompt = false;
   std::vector<int32_t> decode_ids;
   bool decode = false, no_special = false, ids_only = false, skip_special = false;
@@ -64,10 +65,12 @@ void setup(CLI::App& command) {
   command.add_option("-f,--file", args->file, "encode the contents of this file instead");
   command.add_option("--batch", args->batch_file,
                      "encode every line of a JSON-lines file (each a JSON string); print one JSON list of ids per line");
+  command.add_option("--decode-batch", args->decode_batch_file,
+                     "decode every line of a JSON-lines file (each a JSON list of ids); print one JSON string per line");
   command.add_flag("--no-special", args->no_special, "do not add BOS/EOS (add_special_tokens=false)");
   command.add_flag("--ids-only", args->ids_only, "print only the ids, space separated");
   command.add_flag("--decode", args->decode, "treat the arguments as ids and print their text");
-  command.add_flag("--skip-special", args->skip_special, "with --decode: drop special tokens");
+  command.add_flag("--skip-special", args->skip_special, "with --decode / --decode-batch: drop special tokens");
   command.add_option("ids", args->decode_ids, "ids for --decode");
   command.add_flag("--chat", args->chat, "render TEXT as one user message with the model's chat format");
   command.add_option("--messages", args->messages_file,
@@ -97,6 +100,21 @@ void setup(CLI::App& command) {
         ids.insert(ids.begin(), first.begin(), first.end());
       }
       fmt::print("{}\n", tok->decode(ids, args->skip_special));
+      return;
+    }
+    if (!args->decode_batch_file.empty()) {
+      std::ifstream in(args->decode_batch_file, std::ios::binary);
+      NIBBLE_CHECK(in, "{}: cannot open", args->decode_batch_file);
+      std::string line;
+      for (size_t n = 1; std::getline(in, line); ++n) {
+        std::vector<int32_t> ids;
+        try {
+          ids = nlohmann::json::parse(line).get<std::vector<int32_t>>();
+        } catch (const nlohmann::json::exception& e) {
+          NIBBLE_THROW("{}:{}: not a JSON list of ids: {}", args->decode_batch_file, n, e.what());
+        }
+        fmt::print("{}\n", nlohmann::json(tok->decode(ids, args->skip_special)).dump());
+      }
       return;
     }
     if (!args->batch_file.empty()) {

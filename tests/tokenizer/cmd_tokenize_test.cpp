@@ -67,11 +67,21 @@ TEST(CmdTokenize, BatchMode) {
     for (const auto& t : texts) out << nlohmann::json(t).dump() << "\n";
   }
   const CliResult r = run(fmt::format("-m '{}' --batch '{}'", dir, file.string()));
-  fs::remove(file);
   ASSERT_EQ(r.rc, 0) << r.out;
   std::string expected;
   for (const auto& t : texts) expected += fmt::format("[{}]\n", fmt::join(tok->encode(t), ","));
   EXPECT_EQ(r.out, expected);
+
+  // --decode-batch reads those id lists back: one JSON string per line.
+  std::ofstream(file, std::ios::binary) << r.out;
+  for (const bool skip : {false, true}) {
+    const CliResult back = run(fmt::format("-m '{}' --decode-batch '{}'{}", dir, file.string(), skip ? " --skip-special" : ""));
+    ASSERT_EQ(back.rc, 0) << back.out;
+    std::string want;
+    for (const auto& t : texts) want += nlohmann::json(tok->decode(tok->encode(t), skip)).dump() + "\n";
+    EXPECT_EQ(back.out, want) << "skip_special " << skip;
+  }
+  fs::remove(file);
 }
 
 TEST(CmdTokenize, ErrorsAreClear) {
