@@ -6,11 +6,13 @@
 //   nibble tokenize -m DIR --chat "Hi"            # the chat prompt for one user message, and its ids
 //   nibble tokenize -m DIR --messages chat.json [--chat-template FILE] [--reasoning-effort high]
 //   nibble tokenize -m DIR --batch texts.jsonl    # one JSON string per line -> one JSON id list per line
+//   nibble tokenize -m DIR --decode-batch ids.jsonl [--skip-special]  # id lists -> JSON strings
 #include <fmt/format.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <utility>
 #include <sstream>
 
 #include "base/error.h"
@@ -23,7 +25,7 @@ namespace nibble {
 namespace {
 
 struct Args {
-  std::string model, text, file, batch_file, messages_file, chat_template_file, reasoning_effort;
+  std::string model, text, file, batch_file, decode_batch_file, messages_file, chat_template_file, reasoning_effort;
   bool chat = false, no_generation_prompt = false;
   std::vector<int32_t> decode_ids;
   bool decode = false, no_special = false, ids_only = false, skip_special = false;
@@ -63,20 +65,30 @@ void setup(CLI::App& command) {
   command.add_option("-f,--file", args->file, "encode the contents of this file instead");
   command.add_option("--batch", args->batch_file,
                      "encode every line of a JSON-lines file (each a JSON string); print one JSON list of ids per line");
+  command.add_option("--decode-batch", args->decode_batch_file,
+                     "decode every line of a JSON-lines file (each a JSON list of ids); print one JSON string per line");
   command.add_flag("--no-special", args->no_special, "do not add BOS/EOS (add_special_tokens=false)");
   command.add_flag("--ids-only", args->ids_only, "print only the ids, space separated");
   command.add_flag("--decode", args->decode, "treat the arguments as ids and print their text");
-  command.add_flag("--skip-special", args->skip_special, "with --decode: drop special tokens");
+  command.add_flag("--skip-special", args->skip_special, "with --decode / --decode-batch: drop special tokens");
   command.add_option("ids", args->decode_ids, "ids for --decode");
   command.add_flag("--chat", args->chat, "render TEXT as one user message with the model's chat format");
   command.add_option("--messages", args->messages_file,
                      "render a JSON list of {role, content} messages (or {messages, tools, add_generation_prompt, kwargs})");
   command.add_option("--chat-template", args->chat_template_file,
                      "a Jinja chat template file replacing the model's own");
-  command.add_option("--reasoning-effort", args->reasoning_effort, "harmony (gpt-oss): low, medium or high");
+  command.add_option("--reasoning-effort", args->reasoning_effort,
+                     "with --chat/--messages, for templates that read reasoning_effort (gpt-oss harmony)")
+      ->check(CLI::IsMember({"low", "medium", "high"}));
   command.add_flag("--no-generation-prompt", args->no_generation_prompt,
                    "do not end the chat prompt with the assistant header");
   command.callback([args] {
+    // Chat options without a chat prompt to apply them to are refused, not ignored.
+    const bool chat_prompt = args->chat || !args->messages_file.empty();
+    for (const auto& [flag, set] : {std::pair{"--reasoning-effort", !args->reasoning_effort.empty()},
+                                    std::pair{"--chat-template", !args->chat_template_file.empty()},
+                                    std::pair{"--no-generation-prompt", args->no_generation_prompt}})
+      NIBBLE_CHECK(!set || chat_prompt, "{} applies to chat prompts: add --chat or --messages FILE", flag);
     const auto tok = open_tokenizer(args->model);
     if (args->decode) {
       std::vector<int32_t> ids = args->decode_ids;
@@ -88,6 +100,21 @@ void setup(CLI::App& command) {
         ids.insert(ids.begin(), first.begin(), first.end());
       }
       fmt::print("{}\n", tok->decode(ids, args->skip_special));
+      return;
+    }
+    if (!args->decode_batch_file.empty()) {
+      std::ifstream in(args->decode_batch_file, std::ios::binary);
+      NIBBLE_CHECK(in, "{}: cannot open", args->decode_batch_file);
+      std::string line;
+      for (size_t n = 1; std::getline(in, line); ++n) {
+        std::vector<int32_t> ids;
+        try {
+          ids = nlohmann::json::parse(line).get<std::vector<int32_t>>();
+        } catch (const nlohmann::json::exception& e) {
+          NIBBLE_THROW("{}:{}: not a JSON list of ids: {}", args->decode_batch_file, n, e.what());
+        }
+        fmt::print("{}\n", nlohmann::json(tok->decode(ids, args->skip_special)).dump());
+      }
       return;
     }
     if (!args->batch_file.empty()) {
@@ -136,11 +163,16 @@ void setup(CLI::App& command) {
         if (chat.contains("add_generation_prompt")) options.add_generation_prompt = chat["add_generation_prompt"].get<bool>();
         if (chat.contains("kwargs")) options.extra = chat["kwargs"];
       }
-      if (!args->reasoning_effort.empty()) options.extra["reasoning_effort"] = args->reasoning_effort;
       if (!args->chat_template_file.empty()) {
         std::ifstream in(args->chat_template_file, std::ios::binary);
         NIBBLE_CHECK(in, "{}: cannot open", args->chat_template_file);
         options.template_override.assign(std::istreambuf_iterator<char>(in), {});
+      }
+      if (!args->reasoning_effort.empty()) {
+        NIBBLE_CHECK(chat_format_reads(*tok, options, "reasoning_effort"),
+                     "--reasoning-effort would be ignored: the chat template does not read reasoning_effort "
+                     "(gpt-oss's harmony format does)");
+        options.extra["reasoning_effort"] = args->reasoning_effort;
       }
       text = apply_chat_template(*tok, messages, options);
       add_special = false;  // the template writes BOS itself

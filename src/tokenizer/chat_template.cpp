@@ -1523,6 +1523,33 @@ ChatTemplate::ChatTemplate(std::string_view source) : impl_(std::make_unique<Imp
   impl_->body = parser.parse_template();
 }
 
+namespace {
+bool expr_reads(const ExprPtr& e, std::string_view name) {
+  if (!e) return false;
+  if (e->type == Expr::Type::kName && e->name == name) return true;
+  for (const auto& c : e->children)
+    if (expr_reads(c, name)) return true;
+  for (const auto& [key, value] : e->kwargs)
+    if (expr_reads(value, name)) return true;
+  return false;
+}
+
+bool body_reads(const Body& body, std::string_view name) {
+  for (const NodePtr& n : body) {
+    if (expr_reads(n->expr, name) || expr_reads(n->filter, name) || body_reads(n->body, name) ||
+        body_reads(n->else_body, name))
+      return true;
+    for (const auto& [condition, branch] : n->branches)
+      if (expr_reads(condition, name) || body_reads(branch, name)) return true;
+    for (const auto& [param, default_value] : n->params)
+      if (expr_reads(default_value, name)) return true;
+  }
+  return false;
+}
+}  // namespace
+
+bool ChatTemplate::reads(std::string_view name) const { return body_reads(impl_->body, name); }
+
 ChatTemplate::~ChatTemplate() = default;
 ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
 
@@ -1533,6 +1560,14 @@ std::string ChatTemplate::render(const json& context) const {
   std::string out;
   r.render(impl_->body, out, nullptr);
   return out;
+}
+
+bool chat_format_reads(const Tokenizer& tokenizer, const ChatOptions& options, std::string_view name) {
+  const std::string& source = options.template_override.empty() ? tokenizer.chat_template() : options.template_override;
+  if (source.empty())
+    return harmony::is_harmony_tokenizer(tokenizer) &&
+           (name == "reasoning_effort" || name == "model_identity" || name == "current_date" || name == "builtin_tools");
+  return ChatTemplate(source).reads(name);
 }
 
 std::string apply_chat_template(const Tokenizer& tokenizer, const json& messages, const ChatOptions& options) {

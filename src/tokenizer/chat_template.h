@@ -37,6 +37,8 @@ class ChatTemplate {
   // Renders with `context` as the global variables (messages, add_generation_prompt, tools,
   // bos_token, ... and any extra keyword arguments).
   std::string render(const nlohmann::ordered_json& context) const;
+  // True when the template mentions the variable `name` anywhere (so setting it can matter).
+  bool reads(std::string_view name) const;
 
  private:
   struct Impl;
@@ -56,5 +58,11 @@ struct ChatOptions {
 // is missing (no template: supply one with --chat-template FILE).
 std::string apply_chat_template(const Tokenizer& tokenizer, const nlohmann::ordered_json& messages,
                                 const ChatOptions& options = {});
+
+// Whether the chat format apply_chat_template would use reads the variable `name`: a Jinja
+// template when it mentions it, the built-in harmony renderer for reasoning_effort,
+// model_identity, current_date and builtin_tools. The CLI refuses options that would be ignored
+// (--reasoning-effort with a template that has no reasoning_effort).
+bool chat_format_reads(const Tokenizer& tokenizer, const ChatOptions& options, std::string_view name);
 
 }  // namespace nibble

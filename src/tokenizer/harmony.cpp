@@ -306,8 +306,21 @@ std::vector<Message> parse_completion(std::string_view text) {
       pos += 9;
     }
     const size_t msg = text.find("<|message|>", pos);
-    const std::string_view header = text.substr(pos, msg == std::string_view::npos ? std::string_view::npos : msg - pos);
-    // header: [role][ to=recipient]<|channel|>channel[ content_type]  (role absent in the first)
+    std::string_view header = text.substr(pos, msg == std::string_view::npos ? std::string_view::npos : msg - pos);
+    // header: [role][ to=recipient]<|channel|>channel[ to=recipient][ content_type]  (role absent in
+    // the first). The model writes the content type of a tool call as "<|constrain|>json" (the
+    // published template renders it plain): the token is dropped, the word after it is the type.
+    std::string unconstrained;
+    std::string constrained_type;
+    if (const size_t c = header.find("<|constrain|>"); c != std::string_view::npos) {
+      const size_t b = c + 13;
+      size_t e = b;
+      while (e < header.size() && header[e] != ' ' && header.substr(e, 2) != "<|") ++e;
+      constrained_type = std::string(header.substr(b, e - b));
+      unconstrained = std::string(header.substr(0, c)) + std::string(header.substr(e));
+      while (!unconstrained.empty() && unconstrained.back() == ' ') unconstrained.pop_back();
+      header = unconstrained;
+    }
     const size_t ch = header.find("<|channel|>");
     std::string_view head = header.substr(0, ch);
     if (first) {
@@ -333,10 +346,12 @@ std::vector<Message> parse_completion(std::string_view text) {
         m.content_type = std::string(tail);
       }
     }
+    if (!constrained_type.empty()) m.content_type = constrained_type;
     if (msg == std::string_view::npos) {  // cut off inside the header
       out.push_back(std::move(m));
       break;
     }
+    m.header_done = true;
     pos = msg + 11;
     size_t end = std::string_view::npos;
     std::string end_token;
@@ -360,6 +375,24 @@ std::vector<Message> parse_completion(std::string_view text) {
 
 std::vector<Message> parse_completion(const Tokenizer& tokenizer, std::span<const int32_t> ids) {
   return parse_completion(tokenizer.decode(ids, false));
+}
+
+std::string VisibleText::update(std::string_view completion) {
+  // The visible text is rebuilt from the whole completion: messages only ever grow at the end,
+  // so it extends what was shown before (a header becomes visible only once it is complete).
+  std::string text;
+  for (const Message& m : parse_completion(completion)) {
+    if (!m.header_done || (m.channel != "final" && !show_reasoning_)) continue;
+    if (!text.empty()) text += "\n\n";
+    if (show_reasoning_)
+      text += "[" + m.channel + (m.recipient.empty() ? "" : " to=" + m.recipient) + "]\n";
+    text += m.content;
+  }
+  size_t common = 0;
+  while (common < text.size() && common < shown_.size() && text[common] == shown_[common]) ++common;
+  std::string delta = text.substr(common);
+  shown_ = std::move(text);
+  return delta;
 }
 
 std::vector<int32_t> stop_ids(const Tokenizer& tokenizer) {

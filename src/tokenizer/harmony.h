@@ -56,6 +56,7 @@ struct Message {
   std::string content_type;  // e.g. "json" (after the channel in a tool call header)
   std::string content;
   std::string end;           // the token that closed it: <|end|>, <|return|>, <|call|>, or "" if cut off
+  bool header_done = false;  // <|message|> was reached (false: the text ends inside the header)
 };
 
 // Parses generated text that follows the "<|start|>assistant" generation prompt (special tokens
@@ -64,6 +65,24 @@ struct Message {
 std::vector<Message> parse_completion(std::string_view text);
 // The same from ids (decoded with special tokens kept).
 std::vector<Message> parse_completion(const Tokenizer& tokenizer, std::span<const int32_t> ids);
+
+// What a user sees of a completion while it streams (`nibble run`): the content of final-channel
+// messages; with show_reasoning also the analysis and commentary messages, each message then
+// introduced by a line "[channel]" ("[commentary to=functions.NAME]" for a tool call), messages
+// separated by a blank line. update() takes the whole completion decoded so far (special tokens
+// spelled out, as StreamingDecoder gives it without skipping them) and returns the text that
+// became visible since the previous call; the concatenation of the returns is shown(). Throws
+// nibble::Error where parse_completion does (a malformed header).
+class VisibleText {
+ public:
+  explicit VisibleText(bool show_reasoning) : show_reasoning_(show_reasoning) {}
+  std::string update(std::string_view completion);
+  const std::string& shown() const { return shown_; }
+
+ private:
+  bool show_reasoning_;
+  std::string shown_;
+};
 
 // <|return|> and <|call|>: the ids that end a harmony generation.
 std::vector<int32_t> stop_ids(const Tokenizer& tokenizer);

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <map>
 #include <unordered_map>
 
@@ -183,7 +184,8 @@ class HfTokenizer final : public Tokenizer {
 
 HfTokenizer::HfTokenizer(const json& tok, const json& config, const json& generation) {
   NIBBLE_CHECK(tok.is_object(), "the top level must be a JSON object");
-  const json& model = json_field(tok, "model", "tokenizer");
+  NIBBLE_CHECK(tok.contains("model"), "field `model` is missing");
+  const json& model = tok["model"];
   const std::string type = model.contains("type") ? json_string(model, "type", "model") : "BPE";
   NIBBLE_CHECK(type == "BPE", "model.type {:?} is not supported (supported: BPE)", type);
 
@@ -191,8 +193,13 @@ HfTokenizer::HfTokenizer(const json& tok, const json& config, const json& genera
   const json& vocab = json_field(model, "vocab", "model");
   NIBBLE_CHECK(vocab.is_object(), "model.vocab must be an object of token -> id (got {})", vocab.type_name());
   bpe.vocab.reserve(vocab.size());
+  std::unordered_map<int32_t, std::string> token_of_id;  // two tokens with one id: refused
+  token_of_id.reserve(vocab.size());
   for (const auto& [token, id] : vocab.items()) {
-    NIBBLE_CHECK(id.is_number_integer(), "model.vocab[{:?}] must be an integer id", token);
+    NIBBLE_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() <= INT32_MAX,
+                 "model.vocab[{:?}] must be a non-negative integer id", token);
+    const auto [it, fresh] = token_of_id.emplace(id.get<int32_t>(), token);
+    NIBBLE_CHECK(fresh, "model.vocab: {:?} and {:?} both have id {}", it->second, token, it->first);
     bpe.vocab.emplace(token, id.get<int32_t>());
   }
   const json& merges = json_field(model, "merges", "model");
@@ -262,13 +269,20 @@ HfTokenizer::HfTokenizer(const json& tok, const json& config, const json& genera
       added_.push_back(std::move(t));
     }
   }
-  // A normalized added token is matched in the normalized text; without a normalizer that is the
-  // raw text again.
+  // Two passes, as Hugging Face's added vocabulary does: tokens with normalized=false are split
+  // out of the raw text first; the rest of the text is normalized and then searched for the
+  // normalized=true tokens, whose content is normalized the same way first (a Lowercase
+  // normalizer makes "XY" match "xy" and "XY" alike).
   for (size_t i = 0; i < added_.size(); ++i) {
-    if (added_[i].normalized && normalizer_)
-      normalized_matcher_.add(added_[i].content, i);
-    else
+    if (!added_[i].normalized) {
       raw_matcher_.add(added_[i].content, i);
+    } else if (normalizer_) {
+      std::string content = added_[i].content;
+      normalizer_->normalize(content);
+      normalized_matcher_.add(content, i);
+    } else {
+      normalized_matcher_.add(added_[i].content, i);
+    }
   }
   special_.assign(vocab_size_, 0);
   for (const auto& t : added_)
@@ -392,23 +406,23 @@ void HfTokenizer::encode_normalized(std::string_view text, bool first_section, s
 
 void HfTokenizer::encode_section(std::string_view section, bool first_section, std::vector<int32_t>& ids) const {
   if (section.empty()) return;
-  if (!normalizer_) {
+  std::string normalized;
+  if (normalizer_) {
+    normalized.assign(section);
+    normalizer_->normalize(normalized);
+    section = normalized;
+  }
+  if (normalized_matcher_.empty()) {
     encode_normalized(section, first_section, ids);
     return;
   }
-  std::string normalized(section);
-  normalizer_->normalize(normalized);
-  if (normalized_matcher_.empty()) {
-    encode_normalized(normalized, first_section, ids);
-    return;
-  }
   std::vector<Segment> parts;
-  split_added(normalized, normalized_matcher_, parts);
+  split_added(section, normalized_matcher_, parts);
   for (const auto& p : parts) {
     if (p.added >= 0)
       ids.push_back(added_[p.added].id);
-    else
-      encode_normalized(p.text, first_section, ids);
+    else  // only a piece at the very start of the text is "first" (Metaspace prepend_scheme first)
+      encode_normalized(p.text, first_section && p.text.data() == section.data(), ids);
   }
 }
 

