@@ -21,6 +21,10 @@
 #include "model/model_loader.h"
 #include "model/sampler.h"
 #include "model_flags.h"
+
+#if NIBBLE_WITH_CUDA
+#include "kernels/cuda/cuda_bandwidth.h"
+#endif
 #include "tokenizer/tokenizer.h"
 
 namespace nibble {
@@ -84,6 +88,20 @@ void run_tokens(const Args& a) {
                n, n / prompt_s, out.size(), steps > 0 ? steps / gen_s : 0.0,
                steps > 0 ? gen_s * 1e3 / steps : 0.0, options.device.name.c_str(),
                model.weight_bytes() / 1048576.0, loaded.load_seconds);
+#if NIBBLE_WITH_CUDA
+  if (model.device() == DeviceKind::cuda && steps > 0) {
+    // The decode floor: every linear layer's weights (the tied classifier reads the whole
+    // embedding table) stream from memory once per token, at the device's copy bandwidth.
+    size_t read = 0;
+    for (const LinearPlanEntry& e : model.plan()) read += e.weight_bytes;
+    const double copy = cuda_copy_bandwidth(size_t(1) << 30, 20, nullptr);
+    const double floor_ms = double(read) / copy * 1e3, ms = gen_s * 1e3 / double(steps);
+    std::fprintf(stderr,
+                 "floor: %.1f MiB of linear-layer weights read per token / copy %.0f GB/s (read + "
+                 "written) = %.3f ms/token; decode at %.0f %% of it\n",
+                 double(read) / 1048576.0, copy / 1e9, floor_ms, 100.0 * floor_ms / ms);
+  }
+#endif
 }
 
 void run(const Args& a) {
