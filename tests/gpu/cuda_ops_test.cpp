@@ -319,7 +319,8 @@ TEST_P(CudaAttention, MatchesCpuReference) {
 
 // Decode (1 token) and prefill chunks (5, 8 tokens) at the start and deep into the cache; GQA
 // groups of 1, 2, 4 and 8; head_dim 8 (stories260K), 64, 128, 256; windows longer and shorter
-// than the prefix, including windows below the kernel's 4 warps (1, 3: warps with no position).
+// than the prefix, including windows shorter than the kernel's 8 warps x 4 positions per trip
+// (1, 3, 8, 16: warps with no position), and a long prefix (many trips per warp).
 INSTANTIATE_TEST_SUITE_P(
     Cases, CudaAttention,
     ::testing::Values(
@@ -328,7 +329,8 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionCase{8, 40, 8, 4, 8, 0, false}, AttentionCase{3, 17, 4, 1, 256, 0, false},
         AttentionCase{8, 30, 4, 2, 64, 8, false}, AttentionCase{1, 50, 4, 2, 64, 3, false},
         AttentionCase{5, 2, 4, 2, 64, 3, false}, AttentionCase{4, 10, 2, 2, 128, 1, false},
-        AttentionCase{1, 1000, 16, 2, 64, 100, true}, AttentionCase{8, 3, 4, 4, 64, 16, false}),
+        AttentionCase{1, 1000, 16, 2, 64, 100, true}, AttentionCase{8, 3, 4, 4, 64, 16, false},
+        AttentionCase{2, 1500, 8, 8, 128, 0, false}, AttentionCase{7, 33, 4, 2, 64, 35, false}),
     [](const auto& info) {
       const AttentionCase& c = info.param;
       return fmt::format("T{}_start{}_H{}_KV{}_D{}_W{}_{}", c.tokens, c.start, c.heads,

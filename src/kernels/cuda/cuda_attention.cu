@@ -9,9 +9,12 @@ namespace {
 
 using namespace cuda_detail;
 
-// 4 warps per (head, token): enough to hide a key row's load latency at short contexts,
-// and 4 x (256 + 2) floats of shared memory for the merge.
-constexpr int kWarps = 4;
+// 8 warps per (head, token), each taking kBatch positions per trip: the kBatch key rows (then
+// value rows) of a trip are independent loads, so a warp keeps kBatch rows in flight instead of
+// one (a decode step is latency-bound: ~100-1000 positions, one block per head). 8 x (256 + 2)
+// floats of shared memory for the merge.
+constexpr int kWarps = 8;
+constexpr int kBatch = 4;
 constexpr int kPerLane = int(kAttentionMaxHeadDim / 32);
 
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch p) {
@@ -32,24 +35,44 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
     acc[r] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  for (size_t j = first + warp; j <= pos; j += kWarps) {
-    const float* kj = p.k + j * kv_width + kvh * d;
-    float dot = 0.0f;
+  // NOTES: j0 <= pos, so position j0 of every trip is valid and m_new below is finite; a
+  // position past pos scores -inf (weight 0). Validity is the same on every lane of the warp,
+  // so the shuffles of warp_sum are never divergent.
+  for (size_t j0 = first + size_t(warp) * kBatch; j0 <= pos; j0 += size_t(kWarps) * kBatch) {
+    float s[kBatch];
 #pragma unroll
-    for (int r = 0; r < kPerLane; ++r) {
-      const size_t i = size_t(lane + 32 * r);
-      if (i < d) dot += qr[r] * kj[i];
+    for (int b = 0; b < kBatch; ++b) {
+      const size_t j = j0 + b;
+      float dot = 0.0f;
+      if (j <= pos) {
+        const float* kj = p.k + j * kv_width + kvh * d;
+#pragma unroll
+        for (int r = 0; r < kPerLane; ++r) {
+          const size_t i = size_t(lane + 32 * r);
+          if (i < d) dot += qr[r] * kj[i];
+        }
+      }
+      s[b] = j <= pos ? warp_sum(dot) * p.scale : -INFINITY;
     }
-    const float s = warp_sum(dot) * p.scale;
-    const float m_new = fmaxf(m, s);
-    const float correction = expf(m - m_new);  // 0 on the first position (m = -inf)
-    const float w = expf(s - m_new);
-    l = l * correction + w;
-    const float* vj = p.v + j * kv_width + kvh * d;
+    float m_new = m;
 #pragma unroll
-    for (int r = 0; r < kPerLane; ++r) {
-      const size_t i = size_t(lane + 32 * r);
-      if (i < d) acc[r] = acc[r] * correction + w * vj[i];
+    for (int b = 0; b < kBatch; ++b) m_new = fmaxf(m_new, s[b]);
+    const float correction = expf(m - m_new);  // 0 on the first trip (m = -inf)
+    l *= correction;
+#pragma unroll
+    for (int r = 0; r < kPerLane; ++r) acc[r] *= correction;
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const size_t j = j0 + b;
+      if (j > pos) continue;
+      const float w = expf(s[b] - m_new);
+      l += w;
+      const float* vj = p.v + j * kv_width + kvh * d;
+#pragma unroll
+      for (int r = 0; r < kPerLane; ++r) {
+        const size_t i = size_t(lane + 32 * r);
+        if (i < d) acc[r] += w * vj[i];
+      }
     }
     m = m_new;
   }
@@ -67,7 +90,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   float total = 0.0f;
   float factor[kWarps];
   for (int w = 0; w < kWarps; ++w) {
-    // A warp that saw no position (a window shorter than kWarps) has m = -inf, l = 0.
+    // A warp that saw no position (fewer than kWarps x kBatch of them) has m = -inf, l = 0.
     factor[w] = s_sum[w] > 0.0f ? expf(s_max[w] - total_max) : 0.0f;
     total += s_sum[w] * factor[w];
   }

@@ -8,11 +8,14 @@
 // as the CPU model's attention (transformers' eager attention with sliding_window). The
 // cache rows 0 .. start + tokens - 1 must be filled (the keys already rotated).
 //
-// Work split: one block per (head, token), kWarps warps; warp w takes positions first + w,
-// first + w + kWarps, ..., with a running (online) softmax: max m, sum l, and the weighted sum
-// of values, rescaled by exp(m_old - m_new) whenever the max grows. Each lane holds head_dim /
-// 32 (rounded up) elements of q and of the sum, so a dot product is one warp reduction. The
-// warps' partial results are merged through shared memory at the end. head_dim <= 256.
+// Work split: one block per (head, token), 8 warps; warp w takes the positions first + 4w ..
+// first + 4w + 3, then 32 further on, and so on (4 key rows in flight per warp), with a running
+// (online) softmax: max m, sum l, and the weighted sum of values, rescaled by exp(m_old - m_new)
+// whenever the max grows. Each lane holds head_dim / 32 (rounded up) elements of q and of the
+// sum, so a dot product is one warp reduction. The warps' partial results are merged through
+// shared memory at the end. head_dim <= 256. A decode step runs `heads` blocks: enough for the
+// short contexts of today's checks and benchmark; splitting long contexts over more blocks
+// (flash-decoding) is for later.
 #pragma once
 
 #include <cuda_runtime.h>
