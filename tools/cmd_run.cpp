@@ -191,12 +191,16 @@ void run(const Args& a) {
     }
   }
 
+  // Where it ran: the CPU's threads, or the CUDA device.
+  const std::string where = model.device() == DeviceKind::cpu
+                                ? fmt::format("{} threads", ThreadPool::global().size())
+                                : options.device.name;
   std::fprintf(stderr,
                "speed: prompt %zu tokens, %.1f tokens/s | generated %zu tokens, %.1f tokens/s, "
-               "%.2f ms/token | peak memory %.1f MiB | load %.2f s, %zu threads\n",
+               "%.2f ms/token | peak memory %.1f MiB | load %.2f s, %s\n",
                prompt.size(), prompt.size() / (prompt_ms / 1e3), generated,
                steps > 0 ? steps / (gen_ms / 1e3) : 0.0, steps > 0 ? gen_ms / steps : 0.0,
-               peak_memory_mib(), loaded.load_seconds, ThreadPool::global().size());
+               peak_memory_mib(), loaded.load_seconds, where.c_str());
   std::fprintf(stderr, "layers: %s\n", summarize_plan(model.plan()).c_str());
 }
 

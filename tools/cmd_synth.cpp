@@ -25,7 +25,7 @@ struct Args {
   std::string arch = "llama", output, dtype = "bf16", check_layers = "all";
   size_t layers = 2, hidden = 256, heads = 4, kv_heads = 2, head_dim = 64, ffn = 512,
          vocab = 1024, max_seq = 512;
-  bool tied = false, llama3_rope = false;
+  bool tied = false, llama3_rope = false, parallel_fill = false;
   size_t sliding_window = 0;
   int64_t max_window_layers = -1;           // qwen2/qwen3: window layers >= this one (-1: all)
   std::vector<size_t> window_layers;        // qwen2/qwen3: window exactly these (layer_types)
@@ -100,7 +100,7 @@ void run(const Args& a) {
   }
   NIBBLE_CHECK(a.dtype == "bf16" || a.dtype == "f32", "--dtype must be bf16 or f32");
   const DType dtype = a.dtype == "bf16" ? DType::BF16 : DType::F32;
-  const auto tensors = synth_llama_tensors(c, a.seed, dtype);
+  const auto tensors = synth_llama_tensors(c, a.seed, dtype, a.parallel_fill);
   write_hf_model(a.output, c, *tensors, dtype);
   std::string windows;
   for (size_t l = 0; l < c.layer_window.size(); ++l)
@@ -167,6 +167,9 @@ void setup(CLI::App& command) {
       ->delimiter(',');
   command.add_option("--seed", args->seed)->capture_default_str();
   command.add_option("--dtype", args->dtype, "bf16 or f32")->capture_default_str();
+  command.add_flag("--parallel-fill", args->parallel_fill,
+                   "draw the weights on every core, from one stream per 2^20 values (other "
+                   "values than the default single stream; for benchmark-sized models)");
   command.add_option("--check", args->check,
                      "also write Nibble's logits for this many random tokens (see above)");
   command.add_option("--check-layers", args->check_layers, "--mxfp4-layers of the MXFP4 check")

@@ -1,6 +1,7 @@
 // Flags shared by the commands that load a model (run, eval): --mxfp4-layers, --include,
-// --exclude, --scale-rule, --mxfp4-kernel, --log-kernels, --device, --threads; and the
-// device resolution that says where the model really runs.
+// --exclude, --scale-rule, --mxfp4-kernel, --log-kernels, --device, --cuda-activations,
+// --threads; and the device resolution. --device cuda runs the model on CUDA device 0, or
+// fails with the reason (no device, no driver, a build without CUDA): never a silent CPU run.
 #pragma once
 
 #include <fmt/format.h>
@@ -18,11 +19,6 @@
 
 namespace nibble {
 
-// What --device cuda prints: the model runs, on the CPU, and the user is told why.
-inline constexpr const char* kCudaNotImplementedNote =
-    "--device cuda: the CUDA forward path of the Llama-family model is not implemented yet; "
-    "running on the CPU";
-
 struct ModelFlags {
   std::string model;
   std::string mxfp4_layers = "qkv,o,mlp";
@@ -30,6 +26,7 @@ struct ModelFlags {
   std::string scale_rule = "ocp";
   KernelOptions kernels;  // --mxfp4-kernel, --log-kernels
   std::string device = "cpu";
+  std::string cuda_activations = "f32";
   size_t threads = 0;
 
   void add_to(CLI::App& command) {
@@ -46,17 +43,39 @@ struct ModelFlags {
     command.add_option("--scale-rule", scale_rule, "E8M0 scale rule when quantizing at load: ocp or ceil")
         ->capture_default_str();
     kernels.add_to(command);
-    command.add_option("--device", device, "cpu or cuda")->capture_default_str();
+    command.add_option("--device", device,
+                       "cpu or cuda (CUDA device 0; an error where there is none). On cuda, "
+                       "prompts run in chunks of 8 tokens through the decode kernels")
+        ->capture_default_str();
+    command.add_option("--cuda-activations", cuda_activations,
+                       "what the CUDA linear layers are fed: f32 (two BF16 terms per value, "
+                       "~1e-5 relative to the CPU) or bf16 (one rounding, ~1e-2)")
+        ->capture_default_str();
     command.add_option("-t,--threads", threads, "CPU threads (default: NIBBLE_THREADS or all)");
   }
 
-  // Load options; prints the device note (stderr) when the request cannot be honoured as asked.
+  // Load options. --device cuda throws an Error naming why when there is no usable CUDA device.
   ModelLoadOptions load_options() const {
     NIBBLE_CHECK(device == "cpu" || device == "cuda", "--device must be cpu or cuda, got \"{}\"",
                  device);
+    NIBBLE_CHECK(cuda_activations == "f32" || cuda_activations == "bf16",
+                 "--cuda-activations must be f32 or bf16, got \"{}\"", cuda_activations);
+    NIBBLE_CHECK(cuda_activations == "f32" || device == "cuda",
+                 "--cuda-activations {} needs --device cuda (the CPU layers take F32)",
+                 cuda_activations);
     if (threads > 0) ThreadPool::set_default_threads(threads);
-    if (device == "cuda")
-      std::fprintf(stderr, "nibble: %s\n", kCudaNotImplementedNote);
+    DeviceInfo where = cpu_device_info();
+    if (device == "cuda") {
+#if !NIBBLE_WITH_CUDA
+      NIBBLE_THROW("--device cuda: this nibble was built without CUDA (nvcc was not found at "
+                   "build time, or NIBBLE_CUDA=OFF); use --device cpu");
+#endif
+      try {
+        where = cuda_device_info(0);
+      } catch (const Error& e) {
+        NIBBLE_THROW("--device cuda: {}", e.message());
+      }
+    }
     kernels.activate();
     ModelLoadOptions o;
     o.mxfp4_layers = mxfp4_layers;
@@ -64,7 +83,9 @@ struct ModelFlags {
     o.exclude = exclude;
     o.scale_rule = scale_rule_from_name(scale_rule);
     o.kernels = kernels.overrides();
-    o.device = cpu_device_info();
+    o.device = where;
+    if (where.kind == DeviceKind::cuda && cuda_activations == "bf16")
+      o.activation = ActivationFormat::bf16;
     return o;
   }
 };

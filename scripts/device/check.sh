@@ -3,7 +3,8 @@
 # NVIDIA GPU, in one command:
 #   1. build the GPU tests (test_gpu) and the benchmark (cuda_gemv_bench), release, for
 #      NIBBLE_CUDA_ARCHITECTURES (default 90a);
-#   2. run the GPU tests (every CUDA kernel against cpu_ref, tests/gpu);
+#   2. run the GPU tests (tests/gpu: every CUDA MXFP4 kernel against cpu_ref, and the model
+#      executor's op kernels (norm, RoPE, attention, elementwise) against CPU references);
 #   3. compute-sanitizer memcheck and racecheck on the GPU tests;
 #   4. run the benchmark (ours vs cuBLAS BF16 vs copy bandwidth);
 # full logs go to $OUT (default build/device-check), a short table is printed last.

@@ -13,43 +13,25 @@
 #
 # nibble: $NIBBLE (default build/release/tools/nibble). The lent GPU machines lack the Debian
 # packages nibble links against, so build it on the development machine and bundle it with
-# its shared libraries there:
-#     scripts/device/quant_check.sh --bundle build/quant-check-bundle
+# its shared libraries there (scripts/device/bundle.sh; `--bundle DIR` here does the same):
+#     scripts/device/bundle.sh build/quant-check-bundle
 # then, on the device (with build/quant-check-bundle carried along):
 #     NIBBLE_BUNDLE=build/quant-check-bundle scripts/device/quant_check.sh
-# Environment: OUT, NIBBLE, NIBBLE_BUNDLE (a --bundle directory: its nibble and lib/), PYTHON.
+# Environment: OUT, NIBBLE, NIBBLE_BUNDLE (a bundle directory), PYTHON.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PYTHON=${PYTHON:-python3}
+source "$ROOT/scripts/device/bundle.sh"
 
 if [[ ${1:-} == --bundle ]]; then
-  dest=${2:?usage: quant_check.sh --bundle DIR}
-  nibble=${NIBBLE:-$ROOT/build/release/tools/nibble}
-  mkdir -p "$dest/lib"
-  cp "$nibble" "$dest/nibble"
-  # Every shared library but glibc's own (the device has a glibc at least as new).
-  ldd "$nibble" | awk '/=> \// {print $3}' | while read -r lib; do
-    case $(basename "$lib") in
-      libc.so.*|libm.so.*|libdl.so.*|librt.so.*|libpthread.so.*|ld-linux*) ;;
-      *) cp -L "$lib" "$dest/lib/" ;;
-    esac
-  done
-  git -C "$ROOT" rev-parse HEAD > "$dest/COMMIT" 2>/dev/null || true
-  echo "bundle in $dest: $(du -sh "$dest" | cut -f1), $(ls "$dest/lib" | wc -l) libraries"
-  exit 0
+  bundle_make "${2:?usage: quant_check.sh --bundle DIR}"
+  exit $?
 fi
 
 OUT=${OUT:-$ROOT/build/quant-check}
-if [[ -n ${NIBBLE_BUNDLE:-} ]]; then
-  NIBBLE_BUNDLE=$(cd "$NIBBLE_BUNDLE" && pwd)
-  nibble() { LD_LIBRARY_PATH="$NIBBLE_BUNDLE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$NIBBLE_BUNDLE/nibble" "$@"; }
-  commit=$(cat "$NIBBLE_BUNDLE/COMMIT" 2>/dev/null || echo unknown)
-else
-  NIBBLE=${NIBBLE:-$ROOT/build/release/tools/nibble}
-  nibble() { "$NIBBLE" "$@"; }
-  commit=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
-fi
+nibble_setup || exit 1
+commit=$NIBBLE_COMMIT
 work=$OUT/work
 rm -rf "$work"
 mkdir -p "$work"

@@ -115,7 +115,8 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
                                     const LayerSelection& selection,
                                     const ModelLoadOptions& options,
                                     std::shared_ptr<const DenseWeights> tied_weights,
-                                    std::vector<LinearPlanEntry>& plan) {
+                                    std::vector<LinearPlanEntry>& plan,
+                                    const DenseLinearMaker& dense) {
   LinearPlanEntry entry;
   entry.name = name;
   entry.role = role;
@@ -130,7 +131,13 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
   desc.min_m = 1;
   desc.max_m = std::max<size_t>(1, options.max_batch_tokens);
   desc.has_bias = has_bias;
+  desc.activation = options.activation;
 
+  auto make_dense = [&](std::shared_ptr<const DenseWeights> weights,
+                        std::vector<float> b) -> std::unique_ptr<Linear> {
+    if (dense) return dense(name, std::move(weights), std::move(b));
+    return std::make_unique<DenseLinear>(name, std::move(weights), std::move(b));
+  };
   auto finish = [&](std::unique_ptr<Linear> linear) {
     entry.kernel = linear->kernel_name();
     entry.weight_bytes = linear->weight_bytes();
@@ -150,7 +157,7 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
                        ? "tied to the embedding table: MXFP4 refused (it would quantize the "
                          "embedding too); kept in full precision"
                        : "tied to the embedding table (lm_head not selected)";
-    return finish(std::make_unique<DenseLinear>(name, std::move(tied_weights)));
+    return finish(make_dense(std::move(tied_weights), {}));
   }
   NIBBLE_CHECK(decision.module != nullptr, "{}: linear layer \"{}\" is missing (no {}.weight)",
                tensors.where(), name, name);
@@ -183,8 +190,7 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
   const TensorView& weight = tensors.at(name + ".weight", {int64_t(n), int64_t(k)});
   if (!decision.mxfp4) {
     entry.reason = decision.reason;
-    return finish(std::make_unique<DenseLinear>(name, dense_weights_from(weight, tensors.where()),
-                                                bias));
+    return finish(make_dense(dense_weights_from(weight, tensors.where()), bias));
   }
   // Quantize at load, then let the kernels repack; this packed copy is freed on return.
   const size_t bpr = mxfp4_blocks_per_row(k);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,7 +29,15 @@ struct ModelLoadOptions {
   KernelOverrides kernels;                 // --mxfp4-kernel / NIBBLE_MXFP4_KERNEL
   DeviceInfo device;                       // where the kernels run (default: this CPU)
   size_t max_batch_tokens = 256;           // largest M of a forward (prompt chunk)
+  // What the linear layers are fed. The CPU layers take F32 only; the CUDA executor feeds F32
+  // (default: exact to ~2^-16 through two BF16 terms) or BF16 (--cuda-activations bf16).
+  ActivationFormat activation = ActivationFormat::f32;
 };
+
+// Makes the full-precision layers where they run: empty = DenseLinear on the CPU; the CUDA
+// executor passes one that uploads the weights and runs them through cuBLAS.
+using DenseLinearMaker = std::function<std::unique_ptr<Linear>(
+    const std::string& name, std::shared_ptr<const DenseWeights> weights, std::vector<float> bias)>;
 
 struct LinearPlanEntry {
   std::string name;        // "model.layers.0.self_attn.q_proj"
@@ -70,14 +79,17 @@ class LayerSelection {
 };
 
 // Builds the linear layer `name` (tensor `name.weight`, optional `name.bias`), [n, k], as
-// MXFP4 or dense per the selection. `tied_weights`, when not null, is the embedding table an
-// untied lm_head would not have: a tied classifier stays dense (reason logged) and shares it.
+// MXFP4 (on a registry kernel for options.device, fed options.activation) or dense (through
+// `dense`, DenseLinear when empty) per the selection. `tied_weights`, when not null, is the
+// embedding table an untied lm_head would not have: a tied classifier stays dense (reason
+// logged) and shares it.
 std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::string& name,
                                     LinearRole role, size_t n, size_t k, bool has_bias,
                                     const LayerSelection& selection,
                                     const ModelLoadOptions& options,
                                     std::shared_ptr<const DenseWeights> tied_weights,
-                                    std::vector<LinearPlanEntry>& plan);
+                                    std::vector<LinearPlanEntry>& plan,
+                                    const DenseLinearMaker& dense = {});
 
 // Dense weights from a tensor (F32 kept F32, BF16 kept BF16, F16 widened to F32).
 std::shared_ptr<DenseWeights> dense_weights_from(const TensorView& tensor, const std::string& where);

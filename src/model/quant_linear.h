@@ -1,6 +1,6 @@
 // An MXFP4 linear layer of a model: the registry's Mxfp4Linear (kernels/registry.h) behind the
-// model's Linear interface. Weights are prepared (repacked) once here, at load; forward() only
-// runs the chosen kernel.
+// model's Linear interface. Weights are prepared (repacked, and uploaded for a CUDA kernel) once
+// here, at load; forward() / forward_on_device() only run the chosen kernel.
 #pragma once
 
 #include <memory>
@@ -16,6 +16,9 @@ class QuantLinear final : public Linear {
   QuantLinear(LinearDesc desc, const Mxfp4HostWeights& weights, const float* bias,
               const DeviceInfo& device, const KernelOverrides& overrides);
   void forward(const float* x, size_t m, float* out) const override;
+  void forward_on_device(const ActivationView& x, const OutputView& out,
+                         void* stream) const override;
+  DeviceKind device() const override { return device_; }
   size_t n() const override { return linear_.desc().n; }
   size_t k() const override { return linear_.desc().k; }
   const std::string& name() const override { return linear_.desc().name; }
@@ -27,6 +30,7 @@ class QuantLinear final : public Linear {
 
  private:
   Mxfp4Linear linear_;
+  DeviceKind device_;  // of the chosen kernels (the registry picks them for one device)
 };
 
 }  // namespace nibble

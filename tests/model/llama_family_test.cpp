@@ -348,5 +348,82 @@ TEST_P(Prequantized, CheckpointBlocksRunLikeQuantizingAtLoad) {
 INSTANTIATE_TEST_SUITE_P(Layouts, Prequantized, ::testing::Values(true, false),
                          [](const auto& info) { return info.param ? "gpt_oss" : "compressed_tensors"; });
 
+
+// ---- devices -------------------------------------------------------------------------------
+
+// A cache with device rows cannot run on the CPU model (and the CPU model takes F32 only).
+TEST(Devices, CacheAndActivationsMustMatchTheDevice) {
+  const LlamaConfig c = small(LlamaFamily::llama, 32, false);
+  const auto t = synth_llama_tensors(c, 3, DType::BF16);
+  const auto m = LlamaModel::build(c, *t, ModelLoadOptions{});
+  EXPECT_EQ(m->device(), DeviceKind::cpu);
+  struct Elsewhere final : KvCacheStorage {
+    size_t bytes() const override { return 0; }
+  };
+  KvCache foreign(c.layers, 8, c.kv_width(), std::make_unique<Elsewhere>());
+  const int32_t token = 5;
+  std::vector<float> logits(c.vocab);
+  try {
+    m->forward(std::span<const int32_t>(&token, 1), foreign, logits.data());
+    ADD_FAILURE() << "a device cache ran on the CPU model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds device rows but the model runs on cpu"),
+              std::string::npos)
+        << e.what();
+  }
+  ModelLoadOptions bf16;
+  bf16.activation = ActivationFormat::bf16;
+  EXPECT_THROW(LlamaModel::build(c, *t, bf16), Error);
+}
+
+// The CUDA model against the CPU model on every family, where there is a GPU; elsewhere the
+// request fails naming why (no device, or no CUDA in this build).
+TEST(Devices, CudaMatchesCpuOrSaysWhyNot) {
+  DeviceInfo gpu;
+  try {
+    gpu = cuda_device_info(0);
+  } catch (const Error& e) {
+    DeviceInfo absent;
+    absent.kind = DeviceKind::cuda;
+    ModelLoadOptions o;
+    o.device = absent;
+    const LlamaConfig c = small(LlamaFamily::llama, 32, false);
+    const auto t = synth_llama_tensors(c, 3, DType::BF16);
+    try {
+      LlamaModel::build(c, *t, o);
+      ADD_FAILURE() << "a CUDA model was built without a device";
+    } catch (const Error& b) {
+      const std::string why = b.what();
+      EXPECT_TRUE(why.find("CUDA error") != std::string::npos ||
+                  why.find("no CUDA support") != std::string::npos)
+          << why;
+    }
+    GTEST_SKIP() << "no CUDA device (" << e.message() << "): checked the refusal only";
+  }
+  for (const Case p : {Case{LlamaFamily::llama, 64, false}, Case{LlamaFamily::mistral, 32, false},
+                       Case{LlamaFamily::qwen2, 64, true}, Case{LlamaFamily::qwen3, 128, false}}) {
+    const LlamaConfig c = small(p.family, p.head_dim, p.tied);
+    SCOPED_TRACE(llama_family_name(c.family));
+    const auto t = synth_llama_tensors(c, std::random_device{}(), DType::BF16);
+    for (const char* layers : {"none", "all"}) {
+      SCOPED_TRACE(layers);
+      ModelLoadOptions cpu;
+      cpu.mxfp4_layers = layers;
+      cpu.kernels = KernelOverrides::parse("cpu_simd");  // exact activations, as the GPU's F32 path
+      ModelLoadOptions cuda;
+      cuda.mxfp4_layers = layers;
+      cuda.device = gpu;
+      const auto a = LlamaModel::build(c, *t, cpu);
+      const auto b = LlamaModel::build(c, *t, cuda);
+      ASSERT_EQ(b->device(), DeviceKind::cuda);
+      const std::vector<int32_t> tokens = random_tokens(19, c.vocab);  // 3 chunks of <= 8
+      const std::vector<float> want = logits_of(*a, tokens), got = logits_of(*b, tokens);
+      double max_logit = 0;
+      for (float v : want) max_logit = std::max(max_logit, double(std::abs(v)));
+      EXPECT_LT(max_abs_diff(want, got) / max_logit, 1e-4);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nibble

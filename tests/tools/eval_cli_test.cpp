@@ -10,6 +10,8 @@
 #include <regex>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -87,6 +89,53 @@ TEST(EvalCli, ReferenceReportOnValidationText) {
   const Result missing = nibble("eval -m models/stories260K --data nope.txt", cache);
   EXPECT_NE(missing.status, 0);
   EXPECT_NE(missing.err.find("nope.txt"), std::string::npos) << missing.err;
+  fs::remove_all(cache);
+}
+
+// eval --tokens on a `synth --check` checkpoint reproduces the check's own logits bit for bit
+// and its greedy continuation (what scripts/device/llama_gpu_check.sh compares --device cuda
+// against), in full precision and in MXFP4 on the check's kernel; misuse is refused.
+TEST(EvalCli, TokensDumpLogitsAndGreedyAsSynthCheck) {
+  const fs::path cache = scratch("cache"), dir = scratch("synth-tokens");
+  const Result made = nibble("synth --arch qwen3 --hidden 128 --heads 4 --kv-heads 2 --head-dim 32 "
+                             "--ffn 96 --vocab 200 --check 11 -o '" + dir.string() + "'",
+                             cache);
+  ASSERT_EQ(made.status, 0) << made.err;
+  const nlohmann::json check = nlohmann::json::parse(read_text(dir / "nibble_check.json"));
+  std::string ids;
+  for (const auto& t : check["tokens"]) ids += (ids.empty() ? "" : ",") + std::to_string(int(t));
+  for (const auto& [tag, flags] : {std::pair<std::string, std::string>{"fp", "--mxfp4-layers none"},
+                                   {"mxfp4", "--mxfp4-layers all --mxfp4-kernel cpu_simd"}}) {
+    SCOPED_TRACE(tag);
+    const fs::path dump = scratch("logits-" + tag);
+    const Result r = nibble("eval -m '" + dir.string() + "' " + flags + " --tokens " + ids +
+                                " --dump-logits '" + dump.string() + "' --greedy 32",
+                            cache);
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(read_text(dump), read_text(dir / ("nibble_logits_" + tag + ".f32")));
+    std::string greedy;
+    for (const auto& t : check["greedy_" + tag]) greedy += (greedy.empty() ? "" : " ") + std::to_string(int(t));
+    EXPECT_NE(r.out.find("greedy: " + greedy + "\n"), std::string::npos) << r.out << "want " << greedy;
+    EXPECT_NE(r.err.find("speed: prompt 11 tokens"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("generated 32 tokens"), std::string::npos) << r.err;
+    fs::remove(dump);
+  }
+  const Result alone = nibble("eval -m '" + dir.string() + "' --tokens " + ids, cache);
+  EXPECT_NE(alone.status, 0);
+  EXPECT_NE(alone.err.find("--tokens needs --dump-logits FILE and/or --greedy N"), std::string::npos)
+      << alone.err;
+  const Result both = nibble("eval -m '" + dir.string() + "' --tokens 1 --greedy 2 --data x", cache);
+  EXPECT_NE(both.status, 0);
+  EXPECT_NE(both.err.find("without --data"), std::string::npos) << both.err;
+  const Result stray = nibble("eval -m models/stories260K --data models/stories260K/validation.txt "
+                              "--greedy 3",
+                              cache);
+  EXPECT_NE(stray.status, 0);
+  EXPECT_NE(stray.err.find("need --tokens"), std::string::npos) << stray.err;
+  const Result range = nibble("eval -m '" + dir.string() + "' --tokens 1,200 --greedy 1", cache);
+  EXPECT_NE(range.status, 0);
+  EXPECT_NE(range.err.find("token id 200 is outside the vocabulary"), std::string::npos) << range.err;
+  fs::remove_all(dir);
   fs::remove_all(cache);
 }
 

@@ -1,6 +1,6 @@
 // The README's main command (the `nibble run` line scripts/quickstart ends with) on the bundled
 // stories260K: the text, the speed line and the layer summary; the full-precision run equals
-// the reference C implementation's greedy text; --device cuda says where it really runs.
+// the reference C implementation's greedy text; --device cuda runs on the GPU or says why not.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -116,18 +116,32 @@ TEST(Quickstart, FullPrecisionEqualsReferenceImplementation) {
   fs::remove_all(cache);
 }
 
-TEST(Quickstart, CudaDeviceSaysItRunsOnTheCpu) {
+// --device cuda runs on the GPU where there is one (the greedy text of full precision is the
+// reference's, on cuBLAS F32), and elsewhere fails with the reason: never a silent CPU run.
+TEST(Quickstart, CudaDeviceRunsOnTheGpuOrSaysWhyNot) {
   const fs::path cache = fresh_cache();
   const Result r = run_nibble(
-      "run -m models/stories260K -p \"Once upon a time\" -n 8 --device cuda", cache);
-  ASSERT_EQ(r.status, 0) << r.err;
-  // A sentence for the user (what is missing, where it runs), no project-internal references.
-  EXPECT_NE(r.err.find("nibble: --device cuda: the CUDA forward path of the Llama-family model is "
-                       "not implemented yet; running on the CPU\n"),
-            std::string::npos)
-      << r.err;
-  EXPECT_EQ(r.err.find("issue"), std::string::npos) << r.err;
-  EXPECT_EQ(r.out.rfind("Once upon a time", 0), 0u) << r.out;
+      "run -m models/stories260K -p \"Once upon a time\" -n 8 --mxfp4-layers none --device cuda",
+      cache);
+  if (r.status == 0) {
+    EXPECT_EQ(r.out.rfind("Once upon a time", 0), 0u) << r.out;
+    EXPECT_NE(r.err.find("cublas_f32"), std::string::npos) << r.err;
+  } else {
+    // A sentence for the user (what is missing), no project-internal references, no output.
+    EXPECT_NE(r.status, 0) << r.err;
+    EXPECT_EQ(r.err.rfind("nibble: error: --device cuda: ", 0), 0u) << r.err;
+    EXPECT_TRUE(r.err.find("no CUDA device") != std::string::npos ||
+                r.err.find("built without CUDA") != std::string::npos)
+        << r.err;
+    EXPECT_EQ(r.err.find("issue"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "") << r.out;
+  }
+  // A CUDA-only flag on the CPU is refused, not ignored.
+  const Result bf16 = run_nibble(
+      "run -m models/stories260K -p x -n 1 --device cpu --cuda-activations bf16", cache);
+  EXPECT_NE(bf16.status, 0);
+  EXPECT_NE(bf16.err.find("--cuda-activations bf16 needs --device cuda"), std::string::npos)
+      << bf16.err;
   fs::remove_all(cache);
 }
 

@@ -7,7 +7,20 @@
 #include "base/error.h"
 #include "base/thread_pool.h"
 
+#if NIBBLE_WITH_CUDA
+#include "model/llama/llama_model_cuda.h"
+#endif
+
 namespace nibble {
+
+void LlamaCudaExecutorDeleter::operator()(LlamaCudaExecutor* executor) const {
+#if NIBBLE_WITH_CUDA
+  delete executor;
+#else
+  (void)executor;  // never made without CUDA
+#endif
+}
+
 namespace {
 
 // out[i] = x[i] / rms(x) * w[i], as transformers' LlamaRMSNorm and llama2.c's rmsnorm (F32).
@@ -25,7 +38,7 @@ std::vector<float> norm_weights(const TensorSource& t, const std::string& name, 
 }  // namespace
 
 std::unique_ptr<LlamaModel> LlamaModel::build(const LlamaConfig& c, const TensorSource& t,
-                                              const ModelLoadOptions& options) {
+                                              const ModelLoadOptions& load_options) {
   NIBBLE_CHECK(c.heads % c.kv_heads == 0, "{}: {} attention heads are not a multiple of {} KV heads",
                t.where(), c.heads, c.kv_heads);
   NIBBLE_CHECK(c.head_dim % 2 == 0, "{}: head_dim {} must be even for RoPE", t.where(), c.head_dim);
@@ -34,6 +47,23 @@ std::unique_ptr<LlamaModel> LlamaModel::build(const LlamaConfig& c, const Tensor
                c.layers);
   std::unique_ptr<LlamaModel> m(new LlamaModel());
   m->config_ = c;
+  ModelLoadOptions options = load_options;
+  DenseLinearMaker dense;  // empty: DenseLinear on the CPU
+  if (options.device.kind == DeviceKind::cuda) {
+#if NIBBLE_WITH_CUDA
+    // Prompts run in chunks the CUDA kernels serve (llama_model_cuda.h says why).
+    options.max_batch_tokens = std::min(options.max_batch_tokens, kCudaMaxBatchTokens);
+    m->cuda_.reset(new LlamaCudaExecutor(c, options));
+    dense = m->cuda_->dense_maker();
+#else
+    NIBBLE_THROW("{}: a CUDA device was asked for, but this build of nibble has no CUDA support",
+                 t.where());
+#endif
+  } else {
+    NIBBLE_CHECK(options.activation == ActivationFormat::f32,
+                 "the CPU model feeds its linear layers F32 activations ({} asked)",
+                 activation_format_name(options.activation));
+  }
   m->max_m_ = std::max<size_t>(1, options.max_batch_tokens);
   m->inv_freq_ = c.rope_inv_freq();
   const LayerSelection selection(t, c.tied_embeddings, options);
@@ -41,6 +71,9 @@ std::unique_ptr<LlamaModel> LlamaModel::build(const LlamaConfig& c, const Tensor
 
   m->embedding_ = dense_weights_from(
       t.at("model.embed_tokens.weight", {int64_t(c.vocab), int64_t(c.hidden)}), t.where());
+#if NIBBLE_WITH_CUDA
+  if (m->cuda_) m->cuda_->upload_embedding(m->embedding_);
+#endif
   m->layers_.resize(c.layers);
   for (size_t l = 0; l < c.layers; ++l) {
     Layer& L = m->layers_[l];
@@ -52,7 +85,8 @@ std::unique_ptr<LlamaModel> LlamaModel::build(const LlamaConfig& c, const Tensor
       L.k_norm = norm_weights(t, p + "self_attn.k_norm.weight", c.head_dim);
     }
     auto linear = [&](const char* name, LinearRole role, size_t n, size_t k, bool bias) {
-      return make_linear(t, p + name, role, n, k, bias, selection, options, nullptr, m->plan_);
+      return make_linear(t, p + name, role, n, k, bias, selection, options, nullptr, m->plan_,
+                         dense);
     };
     L.q = linear("self_attn.q_proj", LinearRole::q, c.q_width(), c.hidden, c.qkv_bias);
     L.k = linear("self_attn.k_proj", LinearRole::k, c.kv_width(), c.hidden, c.qkv_bias);
@@ -66,13 +100,22 @@ std::unique_ptr<LlamaModel> LlamaModel::build(const LlamaConfig& c, const Tensor
   // A checkpoint may carry lm_head.weight even when tied (some exporters write both): the
   // config decides.
   m->lm_head_ = make_linear(t, "lm_head", LinearRole::lm_head, c.vocab, c.hidden, false, selection,
-                            options, c.tied_embeddings ? m->embedding_ : nullptr, m->plan_);
+                            options, c.tied_embeddings ? m->embedding_ : nullptr, m->plan_,
+                            dense);
+#if NIBBLE_WITH_CUDA
+  if (m->cuda_) m->cuda_->bind(*m);
+#endif
   return m;
 }
 
 KvCache LlamaModel::make_cache(size_t capacity) const {
+#if NIBBLE_WITH_CUDA
+  if (cuda_) return cuda_->make_cache(capacity);
+#endif
   return KvCache(config_.layers, capacity, config_.kv_width());
 }
+
+DeviceKind LlamaModel::device() const { return cuda_ ? DeviceKind::cuda : DeviceKind::cpu; }
 
 size_t LlamaModel::weight_bytes() const {
   size_t bytes = embedding_->bytes() + final_norm_.size() * 4;
@@ -162,14 +205,26 @@ void LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, float*
   for (int32_t id : tokens)
     NIBBLE_CHECK(id >= 0 && size_t(id) < c.vocab, "token id {} is outside the vocabulary (0..{})",
                  id, c.vocab - 1);
+  NIBBLE_CHECK((cache.storage() != nullptr) == (cuda_ != nullptr),
+               "the KV cache holds {} rows but the model runs on {} (make it with make_cache)",
+               cache.storage() ? "device" : "host", device_kind_name(device()));
   // Chunks of at most max_batch_tokens (the largest M the kernels were prepared for).
   const size_t chunk = std::min(total, max_m_);
   for (size_t off = 0; off < total; off += chunk) {
     const size_t n = std::min(chunk, total - off);
     const bool last = off + n == total;
     float* out = all_logits ? logits + off * c.vocab : (last ? logits : nullptr);
+#if NIBBLE_WITH_CUDA
+    if (cuda_) {
+      cuda_->forward_chunk(tokens.subspan(off, n), cache, out, all_logits);
+      continue;
+    }
+#endif
     forward_chunk(tokens.subspan(off, n), cache, out, all_logits);
   }
+#if NIBBLE_WITH_CUDA
+  if (cuda_) cuda_->synchronize();
+#endif
 }
 
 void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache, float* logits,

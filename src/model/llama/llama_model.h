@@ -6,6 +6,10 @@
 // Linear layers are built at load from a TensorSource, each as an MXFP4 layer on a registry
 // kernel or a dense one, by the plan of model/linear_plan.h (--mxfp4-layers); the plan and the
 // kernel chosen for every layer are kept for the load summary.
+//
+// Where it runs is ModelLoadOptions::device: the CPU (forward_chunk below), or a CUDA device
+// (CUDA builds): then the same layers are built for the device and LlamaCudaExecutor
+// (llama_model_cuda.h) runs the forward; make_cache gives caches with device rows.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +27,13 @@
 
 namespace nibble {
 
+class LlamaCudaExecutor;
+// Deletes the executor where its type is complete (llama_model.cpp); a CPU-only build never
+// makes one.
+struct LlamaCudaExecutorDeleter {
+  void operator()(LlamaCudaExecutor* executor) const;
+};
+
 class LlamaModel {
  public:
   // Reads every tensor the config needs from `tensors` (Hugging Face names:
@@ -33,7 +44,10 @@ class LlamaModel {
                                            const ModelLoadOptions& options);
 
   const LlamaConfig& config() const { return config_; }
+  // A cache on the model's device (host rows on the CPU, device rows on CUDA).
   KvCache make_cache(size_t capacity) const;
+  // Where the forward runs (DeviceKind::cpu, or cuda).
+  DeviceKind device() const;
 
   // Runs tokens[0..n) at positions cache.length() .. cache.length() + n - 1 and advances the
   // cache. logits: [n, vocab] when all_logits, else [1, vocab] for the last token only.
@@ -52,6 +66,7 @@ class LlamaModel {
     std::vector<float> attn_norm, ffn_norm, q_norm, k_norm;
     std::unique_ptr<Linear> q, k, v, o, gate, up, down;
   };
+  friend class LlamaCudaExecutor;  // the GPU half reads the weights and layers below
   LlamaModel() = default;
   void attention(size_t layer, size_t count, size_t start, const float* q, KvCache& cache,
                  float* out) const;
@@ -59,6 +74,8 @@ class LlamaModel {
                      bool all_logits) const;
   void rope(float* x, size_t count, size_t start, size_t heads) const;
 
+  // First, so that it outlives the layers built on its device (they use its stream).
+  std::unique_ptr<LlamaCudaExecutor, LlamaCudaExecutorDeleter> cuda_;
   LlamaConfig config_;
   size_t max_m_ = 1;
   std::shared_ptr<DenseWeights> embedding_;

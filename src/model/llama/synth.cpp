@@ -2,11 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <random>
 
 #include "base/error.h"
+#include "base/thread_pool.h"
 #include "format/float16.h"
 #include "format/mxfp4.h"
 #include "format/safetensors.h"
@@ -15,11 +17,12 @@
 namespace nibble {
 namespace {
 
-void fill(TensorView& t, std::mt19937_64& rng, float mean, float stddev) {
+// Values [begin, end) of t from `rng`.
+void fill_range(TensorView& t, std::mt19937_64& rng, float mean, float stddev, size_t begin,
+                size_t end) {
   std::normal_distribution<float> dist(mean, stddev);
-  const size_t n = t.numel();
   uint8_t* data = const_cast<uint8_t*>(t.data);
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = begin; i < end; ++i) {
     const float v = dist(rng);
     if (t.dtype == DType::F32) {
       std::memcpy(data + 4 * i, &v, 4);
@@ -30,21 +33,57 @@ void fill(TensorView& t, std::mt19937_64& rng, float mean, float stddev) {
   }
 }
 
+constexpr size_t kParallelBlock = size_t(1) << 20;
+
+// splitmix64: decorrelates the seeds of neighbouring blocks.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+struct Filler {
+  std::mt19937_64& rng;  // the one stream (sequential fill)
+  uint64_t seed;
+  bool parallel;
+  uint64_t tensor = 0;   // index of the next tensor (parallel fill)
+
+  void operator()(TensorView& t, float mean, float stddev) {
+    const size_t n = t.numel();
+    if (!parallel) {
+      fill_range(t, rng, mean, stddev, 0, n);
+      return;
+    }
+    const uint64_t id = tensor++;
+    const size_t blocks = (n + kParallelBlock - 1) / kParallelBlock;
+    ThreadPool::global().parallel_for(blocks, 1, [&](size_t begin, size_t end, size_t) {
+      for (size_t b = begin; b < end; ++b) {
+        std::mt19937_64 block_rng(mix(mix(seed) ^ mix(id << 32 | uint64_t(b))));
+        fill_range(t, block_rng, mean, stddev, b * kParallelBlock,
+                   std::min(n, (b + 1) * kParallelBlock));
+      }
+    });
+  }
+};
+
 }  // namespace
 
-std::unique_ptr<MemoryTensors> synth_llama_tensors(const LlamaConfig& c, uint64_t seed, DType dtype) {
+std::unique_ptr<MemoryTensors> synth_llama_tensors(const LlamaConfig& c, uint64_t seed, DType dtype,
+                                                   bool parallel_fill) {
   NIBBLE_CHECK(dtype == DType::F32 || dtype == DType::BF16, "synth: dtype must be F32 or BF16");
   auto t = std::make_unique<MemoryTensors>(fmt::format("synthetic {} model", llama_family_name(c.family)));
   std::mt19937_64 rng(seed);
+  Filler fill{rng, seed, parallel_fill};
   auto i64 = [](size_t v) { return int64_t(v); };
   auto linear = [&](const std::string& name, size_t n, size_t k, bool bias) {
-    fill(t->add(name + ".weight", dtype, {i64(n), i64(k)}), rng, 0, 1.0f / std::sqrt(float(k)));
-    if (bias) fill(t->add(name + ".bias", dtype, {i64(n)}), rng, 0, 0.1f);
+    fill(t->add(name + ".weight", dtype, {i64(n), i64(k)}), 0, 1.0f / std::sqrt(float(k)));
+    if (bias) fill(t->add(name + ".bias", dtype, {i64(n)}), 0, 0.1f);
   };
   auto norm = [&](const std::string& name, size_t n) {
-    fill(t->add(name, dtype, {i64(n)}), rng, 1.0f, 0.1f);
+    fill(t->add(name, dtype, {i64(n)}), 1.0f, 0.1f);
   };
-  fill(t->add("model.embed_tokens.weight", dtype, {i64(c.vocab), i64(c.hidden)}), rng, 0, 1.0f);
+  fill(t->add("model.embed_tokens.weight", dtype, {i64(c.vocab), i64(c.hidden)}), 0, 1.0f);
   for (size_t l = 0; l < c.layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     norm(p + "input_layernorm.weight", c.hidden);

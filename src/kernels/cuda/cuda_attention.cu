@@ -1,0 +1,119 @@
+// The device side of cuda_attention.h (the work split is described there).
+#include <cfloat>
+
+#include "kernels/cuda/cuda_attention.h"
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace nibble {
+namespace {
+
+using namespace cuda_detail;
+
+// 8 warps per (head, token), each taking kBatch positions per trip: the kBatch key rows (then
+// value rows) of a trip are independent loads, so a warp keeps kBatch rows in flight instead of
+// one (a decode step is latency-bound: ~100-1000 positions, one block per head). 8 x (256 + 2)
+// floats of shared memory for the merge.
+constexpr int kWarps = 8;
+constexpr int kBatch = 4;
+constexpr int kPerLane = int(kAttentionMaxHeadDim / 32);
+
+__global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch p) {
+  __shared__ float s_acc[kWarps][kAttentionMaxHeadDim];
+  __shared__ float s_max[kWarps], s_sum[kWarps];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const size_t h = blockIdx.x, t = blockIdx.y, d = p.head_dim;
+  const size_t kvh = h / (p.heads / p.kv_heads), kv_width = p.kv_heads * d;
+  const size_t pos = p.start + t;
+  const size_t first = p.window && pos + 1 > p.window ? pos + 1 - p.window : 0;
+
+  const float* q = p.q + (t * p.heads + h) * d;
+  float qr[kPerLane], acc[kPerLane];
+#pragma unroll
+  for (int r = 0; r < kPerLane; ++r) {
+    const size_t i = size_t(lane + 32 * r);
+    qr[r] = i < d ? q[i] : 0.0f;
+    acc[r] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  // NOTES: j0 <= pos, so position j0 of every trip is valid and m_new below is finite; a
+  // position past pos scores -inf (weight 0). Validity is the same on every lane of the warp,
+  // so the shuffles of warp_sum are never divergent.
+  for (size_t j0 = first + size_t(warp) * kBatch; j0 <= pos; j0 += size_t(kWarps) * kBatch) {
+    float s[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const size_t j = j0 + b;
+      float dot = 0.0f;
+      if (j <= pos) {
+        const float* kj = p.k + j * kv_width + kvh * d;
+#pragma unroll
+        for (int r = 0; r < kPerLane; ++r) {
+          const size_t i = size_t(lane + 32 * r);
+          if (i < d) dot += qr[r] * kj[i];
+        }
+      }
+      s[b] = j <= pos ? warp_sum(dot) * p.scale : -INFINITY;
+    }
+    float m_new = m;
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) m_new = fmaxf(m_new, s[b]);
+    const float correction = expf(m - m_new);  // 0 on the first trip (m = -inf)
+    l *= correction;
+#pragma unroll
+    for (int r = 0; r < kPerLane; ++r) acc[r] *= correction;
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const size_t j = j0 + b;
+      if (j > pos) continue;
+      const float w = expf(s[b] - m_new);
+      l += w;
+      const float* vj = p.v + j * kv_width + kvh * d;
+#pragma unroll
+      for (int r = 0; r < kPerLane; ++r) {
+        const size_t i = size_t(lane + 32 * r);
+        if (i < d) acc[r] += w * vj[i];
+      }
+    }
+    m = m_new;
+  }
+
+  // Merge the warps: M = max of their maxima, each warp's part scaled by exp(m_w - M).
+  if (lane == 0) s_max[warp] = m, s_sum[warp] = l;
+#pragma unroll
+  for (int r = 0; r < kPerLane; ++r) {
+    const size_t i = size_t(lane + 32 * r);
+    if (i < d) s_acc[warp][i] = acc[r];
+  }
+  __syncthreads();
+  float total_max = -INFINITY;
+  for (int w = 0; w < kWarps; ++w) total_max = fmaxf(total_max, s_max[w]);
+  float total = 0.0f;
+  float factor[kWarps];
+  for (int w = 0; w < kWarps; ++w) {
+    // A warp that saw no position (fewer than kWarps x kBatch of them) has m = -inf, l = 0.
+    factor[w] = s_sum[w] > 0.0f ? expf(s_max[w] - total_max) : 0.0f;
+    total += s_sum[w] * factor[w];
+  }
+  const float inv = 1.0f / total;
+  const bool bf16 = p.out_format == OutputFormat::bf16;
+  for (size_t i = threadIdx.x; i < d; i += blockDim.x) {
+    float o = 0.0f;
+    for (int w = 0; w < kWarps; ++w) o += s_acc[w][i] * factor[w];
+    store(p.out, (t * p.heads + h) * d + i, o * inv, bf16);
+  }
+}
+
+}  // namespace
+
+cudaError_t cuda_attention(const AttentionLaunch& p, cudaStream_t stream) {
+  if (p.tokens == 0 || p.heads == 0) return cudaSuccess;
+  if (!p.q || !p.k || !p.v || !p.out || p.kv_heads == 0 || p.heads % p.kv_heads != 0 ||
+      p.head_dim == 0 || p.head_dim > kAttentionMaxHeadDim || p.tokens > 65535 ||
+      p.heads >= (size_t(1) << 31))
+    return cudaErrorInvalidValue;
+  const dim3 grid(unsigned(p.heads), unsigned(p.tokens));
+  attention_kernel<<<grid, kWarps * 32, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace nibble

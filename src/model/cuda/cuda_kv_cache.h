@@ -1,0 +1,30 @@
+// The device rows of a KvCache (model/kv_cache.h) on a CUDA device (CUDA builds only): per
+// layer, K and V [capacity, kv_width] F32, contiguous by position, so the k/v projections of
+// a chunk of tokens write their rows straight into the cache and RoPE rotates them there.
+// F32 as on the CPU (accuracy first; a BF16 or FP8 cache halves or quarters it later).
+#pragma once
+
+#include <cstddef>
+
+#include "model/cuda/cuda_context.h"
+#include "model/kv_cache.h"
+
+namespace nibble {
+
+class CudaKvStorage final : public KvCacheStorage {
+ public:
+  CudaKvStorage(size_t layers, size_t capacity, size_t kv_width)
+      : layer_floats_(capacity * kv_width),
+        k_(layers * layer_floats_ * sizeof(float), "the KV cache's keys"),
+        v_(layers * layer_floats_ * sizeof(float), "the KV cache's values") {}
+  // Rows 0 .. capacity - 1 of `layer`.
+  float* k(size_t layer) const { return k_.as<float>() + layer * layer_floats_; }
+  float* v(size_t layer) const { return v_.as<float>() + layer * layer_floats_; }
+  size_t bytes() const override { return k_.bytes() + v_.bytes(); }
+
+ private:
+  size_t layer_floats_;
+  DeviceBuffer k_, v_;
+};
+
+}  // namespace nibble

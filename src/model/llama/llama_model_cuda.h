@@ -1,0 +1,91 @@
+// The GPU half of LlamaModel (CUDA builds only): the same LlamaConfig, the same load plan and
+// the same Linear layers (MXFP4 ones on the registry's CUDA kernel, full-precision ones on
+// cuBLAS, both built by make_linear for the CUDA device), run by a forward that launches the
+// op kernels of src/kernels/cuda/ on one stream. LlamaModel::build creates it when
+// ModelLoadOptions::device is a CUDA device and forwards every call to it.
+//
+// One chunk of n <= kCudaMaxBatchTokens tokens, per layer (F32 unless marked "act": the
+// activation format the linear layers are fed, F32 or BF16 by ModelLoadOptions::activation):
+//
+//   x  = embed(tokens)                                 gather, F32 residual stream [n, hidden]
+//   a  = rmsnorm(x += delta)            act            (delta: the previous layer's MLP output)
+//   q  = Wq a;  K[pos] = Wk a;  V[pos] = Wv a          K/V rows written into the cache slots
+//   q, K[pos] = rmsnorm per head (Qwen3), then RoPE    in place
+//   a  = attention(q, K, V, window of this layer)  act
+//   delta = Wo a
+//   a  = rmsnorm(x += delta)            act
+//   a  = silu(Wgate a) * (Wup a)        act
+//   delta = Wdown a
+// then logits = lm_head(rmsnorm(x += delta)) for the rows asked, copied to the host.
+//
+// Prompts run in chunks of kCudaMaxBatchTokens = 8 tokens: sm80_mxfp4_gemv serves M = 1..8
+// (decode); a tensor-core GEMM for prefill is a later issue. Every buffer (activations, the
+// logits of one chunk, the full-precision layers' scratch) is allocated here once, at load;
+// KV caches once per cache. NOTES: one executor runs one forward at a time (its buffers are
+// shared between calls); a batched engine will hold one set of buffers per batch.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "kernels/cuda/sm80_mxfp4_gemv.h"
+#include "model/cuda/cuda_context.h"
+#include "model/cuda/cuda_dense_linear.h"
+#include "model/kv_cache.h"
+#include "model/linear_plan.h"
+#include "model/llama/llama_config.h"
+
+namespace nibble {
+
+class LlamaModel;
+
+inline constexpr size_t kCudaMaxBatchTokens = kGemvMaxM;
+
+class LlamaCudaExecutor {
+ public:
+  // Opens options.device (made current) and checks that the config is one the kernels run
+  // (head_dim <= kAttentionMaxHeadDim). options.max_batch_tokens <= kCudaMaxBatchTokens.
+  LlamaCudaExecutor(const LlamaConfig& config, const ModelLoadOptions& options);
+  ~LlamaCudaExecutor();
+
+  // Uploads the embedding table; a tied lm_head built by dense_maker() shares this copy.
+  void upload_embedding(const std::shared_ptr<const DenseWeights>& host);
+  // make_linear's maker of full-precision layers: CudaDenseLinear on this device.
+  DenseLinearMaker dense_maker();
+  // Once the model's layers are built: uploads the norms and RoPE frequencies, allocates the
+  // activation buffers.
+  void bind(const LlamaModel& model);
+
+  KvCache make_cache(size_t capacity) const;
+  // One chunk (tokens.size() <= kCudaMaxBatchTokens) at positions cache.length() ..; advances
+  // the cache. logits: null, or [n, vocab] (all_logits) / [1, vocab] host memory, written
+  // before return. Inputs were validated by LlamaModel::forward.
+  void forward_chunk(std::span<const int32_t> tokens, KvCache& cache, float* logits,
+                     bool all_logits) const;
+  // Waits for the stream; reports any asynchronous error of the forward.
+  void synchronize() const;
+  const DeviceInfo& device() const { return context_->device(); }
+
+ private:
+  struct DeviceLayer {
+    DeviceBuffer attn_norm, ffn_norm, q_norm, k_norm;
+  };
+
+  LlamaConfig config_;
+  size_t max_m_;
+  ActivationFormat activation_;
+  std::unique_ptr<CudaContext> context_;
+  const LlamaModel* model_ = nullptr;
+  std::shared_ptr<const DenseWeights> embedding_host_;  // to recognise a tied lm_head
+  std::shared_ptr<const CudaDenseWeights> embedding_;
+  std::vector<DeviceLayer> layers_;
+  DeviceBuffer final_norm_, inv_freq_;
+  // Activations of one chunk (max_m_ rows each): the residual stream x, the sublayer output
+  // delta, q, the gate and up products, the linear layers' input (act format), the logits.
+  DeviceBuffer ids_, x_, delta_, q_, gate_, up_, input_, logits_;
+};
+
+}  // namespace nibble

@@ -1,0 +1,455 @@
+// The op kernels of the GPU model executor (src/kernels/cuda/cuda_{norm,rope,attention,
+// elementwise}) against CPU references written here, as the CPU model computes each op
+// (src/model/llama/llama_model.cpp): fresh random data, NaN-poisoned outputs, a max-error limit
+// relative to the largest reference value and an NMSE limit per case; NaN never passes.
+// Without a CUDA device every case is a visible skip; without CUDA compiled in, one skip says so.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "format/float16.h"
+#include "test_seed.h"
+
+#if NIBBLE_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_attention.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_elementwise.h"
+#include "kernels/cuda/cuda_norm.h"
+#include "kernels/cuda/cuda_rope.h"
+#endif
+
+namespace nibble {
+namespace {
+
+#if NIBBLE_WITH_CUDA
+
+// Skips the test (visibly, with the runtime's reason) where there is no usable CUDA device.
+#define NIBBLE_REQUIRE_CUDA()                                            \
+  do {                                                                   \
+    DeviceInfo d;                                                        \
+    d.kind = DeviceKind::cuda;                                           \
+    const Check present = cuda_device_present(d);                        \
+    if (!present.ok) GTEST_SKIP() << present.reason;                     \
+  } while (0)
+
+constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
+
+// A device copy of a host vector, copied back with to_host().
+template <typename T>
+class DeviceVector {
+ public:
+  explicit DeviceVector(const std::vector<T>& host) : size_(host.size()) {
+    NIBBLE_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(size_ * sizeof(T), 1)));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), size_ * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  DeviceVector(const DeviceVector&) = delete;
+  DeviceVector& operator=(const DeviceVector&) = delete;
+  ~DeviceVector() { cudaFree(ptr_); }
+  T* get() const { return ptr_; }
+  std::vector<T> to_host() const {
+    std::vector<T> out(size_);
+    NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
+    NIBBLE_CUDA_CHECK(cudaMemcpy(out.data(), ptr_, size_ * sizeof(T), cudaMemcpyDeviceToHost));
+    return out;
+  }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t size_;
+};
+
+std::vector<float> random_vector(std::mt19937& rng, size_t n, float mean = 0, float sd = 1) {
+  std::normal_distribution<float> dist(mean, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<float> bf16_to_f32_vector(const std::vector<uint16_t>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_to_f32(v[i]);
+  return out;
+}
+
+// max |got - want| / max |want| <= max_rel and NMSE = sum (got - want)^2 / sum want^2 <= nmse.
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double max_rel,
+                  double nmse, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double max_diff = 0, max_ref = 0, err = 0, ref = 0;
+  size_t worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_FALSE(std::isnan(got[i])) << what << ": NaN at " << i << " (want " << want[i] << ")";
+    const double d = std::abs(double(got[i]) - double(want[i]));
+    if (d > max_diff) max_diff = d, worst = i;
+    max_ref = std::max(max_ref, std::abs(double(want[i])));
+    err += d * d;
+    ref += double(want[i]) * want[i];
+  }
+  const double rel = max_ref > 0 ? max_diff / max_ref : max_diff;
+  const double e = ref > 0 ? err / ref : err;
+  EXPECT_LE(rel, max_rel) << what << ": worst at " << worst << ": got " << got[worst] << ", want "
+                          << want[worst];
+  EXPECT_LE(e, nmse) << what << ": NMSE";
+}
+
+// F32 output limits: tree reductions and cosf/expf against the CPU's sequential sums and libm.
+constexpr double kF32MaxRel = 2e-5, kF32Nmse = 1e-10;
+// BF16 output: one rounding of each value (2^-9 relative), against the F32 reference.
+constexpr double kBf16MaxRel = 1.0 / 128, kBf16Nmse = 1e-5;
+
+// ---- RMSNorm ---------------------------------------------------------------------------------
+
+// The CPU model's formula, with the sum of squares in double: the oracle is the exact value,
+// so that the GPU's tree sum and the CPU's sequential F32 sum (relative error up to ~n x 2^-24
+// on 14336 values) are both held to it.
+void rms_norm_ref(const float* x, const float* w, size_t n, float eps, float* out) {
+  double ss = 0;
+  for (size_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+  const float scale = float(1.0 / std::sqrt(ss / double(n) + eps));
+  for (size_t i = 0; i < n; ++i) out[i] = w[i] * (scale * x[i]);
+}
+
+struct NormCase {
+  size_t rows, n;
+  bool delta, bf16_out, in_place;
+};
+
+class CudaRmsNorm : public ::testing::TestWithParam<NormCase> {};
+
+TEST_P(CudaRmsNorm, MatchesCpuReference) {
+  NIBBLE_REQUIRE_CUDA();
+  const NormCase c = GetParam();
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng{uint32_t(seed)};
+  const std::vector<float> x = random_vector(rng, c.rows * c.n, 0.3f, 2.0f);
+  const std::vector<float> delta = random_vector(rng, c.rows * c.n);
+  const std::vector<float> w = random_vector(rng, c.n, 1.0f, 0.1f);
+  const float eps = 1e-6f;
+
+  std::vector<float> x_ref = x, want(c.rows * c.n);
+  if (c.delta)
+    for (size_t i = 0; i < x_ref.size(); ++i) x_ref[i] += delta[i];
+  for (size_t r = 0; r < c.rows; ++r)
+    rms_norm_ref(&x_ref[r * c.n], w.data(), c.n, eps, &want[r * c.n]);
+
+  DeviceVector<float> d_x(x), d_delta(delta), d_w(w);
+  DeviceVector<float> d_out32(std::vector<float>(c.rows * c.n, kNan));
+  DeviceVector<uint16_t> d_out16(std::vector<uint16_t>(c.rows * c.n, 0x7fc0));  // NaN
+  RmsNormLaunch l;
+  l.x = d_x.get();
+  l.delta = c.delta ? d_delta.get() : nullptr;
+  l.weight = d_w.get();
+  l.out = c.in_place ? static_cast<void*>(d_x.get())
+                     : c.bf16_out ? static_cast<void*>(d_out16.get()) : d_out32.get();
+  l.out_format = c.bf16_out ? OutputFormat::bf16 : OutputFormat::f32;
+  l.rows = c.rows, l.n = c.n, l.eps = eps;
+  NIBBLE_CUDA_CHECK(cuda_rms_norm(l, nullptr));
+  const std::string what = std::to_string(c.rows) + "x" + std::to_string(c.n);
+  if (c.in_place) {
+    expect_close(d_x.to_host(), want, kF32MaxRel, kF32Nmse, what + " in place");
+    return;
+  }
+  if (c.bf16_out)
+    expect_close(bf16_to_f32_vector(d_out16.to_host()), want, kBf16MaxRel, kBf16Nmse, what);
+  else
+    expect_close(d_out32.to_host(), want, kF32MaxRel, kF32Nmse, what);
+  if (c.delta) expect_close(d_x.to_host(), x_ref, 0, 0, what + ": x += delta");
+}
+
+// Rows of the residual stream (hidden 64 of stories260K, 4096, 14336) and of q/k heads (8, 64,
+// 128); with and without the fused residual add; F32, BF16 and in-place outputs.
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CudaRmsNorm,
+    ::testing::Values(NormCase{1, 64, false, false, false}, NormCase{3, 4096, true, false, false},
+                      NormCase{8, 4096, true, true, false}, NormCase{2, 14336, false, true, false},
+                      NormCase{40, 8, false, false, true}, NormCase{32, 128, false, false, true},
+                      NormCase{5, 64, true, false, false}, NormCase{7, 1000, true, true, false}),
+    [](const auto& info) {
+      const NormCase& c = info.param;
+      return fmt::format("R{}_N{}{}{}{}", c.rows, c.n, c.delta ? "_add" : "",
+                         c.bf16_out ? "_bf16" : "_f32", c.in_place ? "_inplace" : "");
+    });
+
+// ---- RoPE ------------------------------------------------------------------------------------
+
+void rope_ref(float* x, size_t count, size_t start, size_t heads, size_t d,
+              const std::vector<float>& inv_freq, bool interleaved) {
+  const size_t half = d / 2;
+  for (size_t t = 0; t < count; ++t) {
+    const float pos = float(start + t);
+    for (size_t i = 0; i < half; ++i) {
+      const float angle = pos * inv_freq[i];
+      const float c = std::cos(angle), s = std::sin(angle);
+      for (size_t h = 0; h < heads; ++h) {
+        float* v = x + (t * heads + h) * d;
+        float* a = interleaved ? v + 2 * i : v + i;
+        float* b = interleaved ? v + 2 * i + 1 : v + i + half;
+        const float x0 = *a, x1 = *b;
+        *a = x0 * c - x1 * s;
+        *b = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+struct RopeCase {
+  size_t tokens, start, q_heads, k_heads, head_dim;
+  bool interleaved;
+};
+
+class CudaRope : public ::testing::TestWithParam<RopeCase> {};
+
+TEST_P(CudaRope, MatchesCpuReference) {
+  NIBBLE_REQUIRE_CUDA();
+  const RopeCase c = GetParam();
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng{uint32_t(seed)};
+  // inv_freq as LlamaConfig::rope_inv_freq computes it for theta = 10000 (no scaling).
+  std::vector<float> inv_freq(c.head_dim / 2);
+  for (size_t i = 0; i < inv_freq.size(); ++i)
+    inv_freq[i] = float(1.0 / std::pow(10000.0, double(2 * i) / double(c.head_dim)));
+  std::vector<float> q = random_vector(rng, c.tokens * c.q_heads * c.head_dim);
+  std::vector<float> k = random_vector(rng, c.tokens * c.k_heads * c.head_dim);
+  DeviceVector<float> d_q(q), d_k(k), d_f(inv_freq);
+  rope_ref(q.data(), c.tokens, c.start, c.q_heads, c.head_dim, inv_freq, c.interleaved);
+  rope_ref(k.data(), c.tokens, c.start, c.k_heads, c.head_dim, inv_freq, c.interleaved);
+  RopeLaunch l;
+  l.q = d_q.get(), l.k = d_k.get(), l.inv_freq = d_f.get();
+  l.tokens = c.tokens, l.q_heads = c.q_heads, l.k_heads = c.k_heads, l.head_dim = c.head_dim;
+  l.start = c.start, l.interleaved = c.interleaved;
+  NIBBLE_CUDA_CHECK(cuda_rope(l, nullptr));
+  expect_close(d_q.to_host(), q, kF32MaxRel, kF32Nmse, "q");
+  expect_close(d_k.to_host(), k, kF32MaxRel, kF32Nmse, "k");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CudaRope,
+    ::testing::Values(RopeCase{1, 0, 4, 2, 64, false}, RopeCase{1, 0, 4, 2, 64, true},
+                      RopeCase{5, 37, 8, 2, 128, false}, RopeCase{5, 37, 8, 2, 128, true},
+                      RopeCase{8, 1000, 8, 4, 8, false}, RopeCase{8, 1000, 8, 4, 8, true},
+                      RopeCase{3, 4090, 32, 8, 128, false}),
+    [](const auto& info) {
+      const RopeCase& c = info.param;
+      return fmt::format("T{}_start{}_H{}_KV{}_D{}_{}", c.tokens, c.start, c.q_heads, c.k_heads,
+                         c.head_dim, c.interleaved ? "interleaved" : "rotate_half");
+    });
+
+// ---- attention -------------------------------------------------------------------------------
+
+// The CPU model's attention over host cache rows k, v [positions, kv_heads * d], with the
+// sums in double (the exact oracle).
+void attention_ref(const float* q, const float* k, const float* v, size_t count, size_t start,
+                   size_t heads, size_t kv_heads, size_t d, size_t window, float* out) {
+  const size_t group = heads / kv_heads, kv_width = kv_heads * d;
+  const float scale = 1.0f / std::sqrt(float(d));
+  std::vector<double> s(start + count);
+  for (size_t t = 0; t < count; ++t)
+    for (size_t h = 0; h < heads; ++h) {
+      const size_t kvh = h / group, pos = start + t;
+      const size_t first = window && pos + 1 > window ? pos + 1 - window : 0;
+      const float* qh = q + (t * heads + h) * d;
+      double max = -INFINITY;
+      for (size_t j = first; j <= pos; ++j) {
+        double dot = 0;
+        for (size_t i = 0; i < d; ++i) dot += double(qh[i]) * k[j * kv_width + kvh * d + i];
+        s[j] = dot * scale;
+        max = std::max(max, s[j]);
+      }
+      double sum = 0;
+      for (size_t j = first; j <= pos; ++j) sum += (s[j] = std::exp(s[j] - max));
+      std::vector<double> o(d, 0.0);
+      for (size_t j = first; j <= pos; ++j)
+        for (size_t i = 0; i < d; ++i) o[i] += s[j] / sum * v[j * kv_width + kvh * d + i];
+      for (size_t i = 0; i < d; ++i) out[(t * heads + h) * d + i] = float(o[i]);
+    }
+}
+
+struct AttentionCase {
+  size_t tokens, start, heads, kv_heads, head_dim, window;
+  bool bf16_out;
+};
+
+class CudaAttention : public ::testing::TestWithParam<AttentionCase> {};
+
+TEST_P(CudaAttention, MatchesCpuReference) {
+  NIBBLE_REQUIRE_CUDA();
+  const AttentionCase c = GetParam();
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng{uint32_t(seed)};
+  const size_t positions = c.start + c.tokens, capacity = positions + 3;
+  const size_t kv_width = c.kv_heads * c.head_dim;
+  const std::vector<float> q = random_vector(rng, c.tokens * c.heads * c.head_dim);
+  // Unfilled cache rows past start + tokens are NaN: reading them would poison the result.
+  std::vector<float> k = random_vector(rng, capacity * kv_width);
+  std::vector<float> v = random_vector(rng, capacity * kv_width);
+  std::fill(k.begin() + positions * kv_width, k.end(), kNan);
+  std::fill(v.begin() + positions * kv_width, v.end(), kNan);
+  std::vector<float> want(c.tokens * c.heads * c.head_dim);
+  attention_ref(q.data(), k.data(), v.data(), c.tokens, c.start, c.heads, c.kv_heads, c.head_dim,
+                c.window, want.data());
+
+  DeviceVector<float> d_q(q), d_k(k), d_v(v);
+  DeviceVector<float> d_out32(std::vector<float>(want.size(), kNan));
+  DeviceVector<uint16_t> d_out16(std::vector<uint16_t>(want.size(), 0x7fc0));
+  AttentionLaunch l;
+  l.q = d_q.get(), l.k = d_k.get(), l.v = d_v.get();
+  l.out = c.bf16_out ? static_cast<void*>(d_out16.get()) : d_out32.get();
+  l.out_format = c.bf16_out ? OutputFormat::bf16 : OutputFormat::f32;
+  l.tokens = c.tokens, l.start = c.start, l.heads = c.heads, l.kv_heads = c.kv_heads;
+  l.head_dim = c.head_dim, l.window = c.window;
+  l.scale = 1.0f / std::sqrt(float(c.head_dim));
+  NIBBLE_CUDA_CHECK(cuda_attention(l, nullptr));
+  if (c.bf16_out)
+    expect_close(bf16_to_f32_vector(d_out16.to_host()), want, kBf16MaxRel, kBf16Nmse, "out");
+  else
+    expect_close(d_out32.to_host(), want, kF32MaxRel, kF32Nmse, "out");
+}
+
+// Decode (1 token) and prefill chunks (5, 8 tokens) at the start and deep into the cache; GQA
+// groups of 1, 2, 4 and 8; head_dim 8 (stories260K), 64, 128, 256; windows longer and shorter
+// than the prefix, including windows shorter than the kernel's 8 warps x 4 positions per trip
+// (1, 3, 8, 16: warps with no position), and a long prefix (many trips per warp).
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CudaAttention,
+    ::testing::Values(
+        AttentionCase{1, 0, 4, 2, 64, 0, false}, AttentionCase{5, 0, 4, 2, 64, 0, false},
+        AttentionCase{1, 200, 32, 8, 128, 0, false}, AttentionCase{8, 120, 32, 8, 128, 0, true},
+        AttentionCase{8, 40, 8, 4, 8, 0, false}, AttentionCase{3, 17, 4, 1, 256, 0, false},
+        AttentionCase{8, 30, 4, 2, 64, 8, false}, AttentionCase{1, 50, 4, 2, 64, 3, false},
+        AttentionCase{5, 2, 4, 2, 64, 3, false}, AttentionCase{4, 10, 2, 2, 128, 1, false},
+        AttentionCase{1, 1000, 16, 2, 64, 100, true}, AttentionCase{8, 3, 4, 4, 64, 16, false},
+        AttentionCase{2, 1500, 8, 8, 128, 0, false}, AttentionCase{7, 33, 4, 2, 64, 35, false}),
+    [](const auto& info) {
+      const AttentionCase& c = info.param;
+      return fmt::format("T{}_start{}_H{}_KV{}_D{}_W{}_{}", c.tokens, c.start, c.heads,
+                         c.kv_heads, c.head_dim, c.window, c.bf16_out ? "bf16" : "f32");
+    });
+
+TEST(CudaAttentionRefusals, HeadDimAndGroupsAreChecked) {
+  AttentionLaunch l;
+  float dummy = 0;
+  l.q = l.k = l.v = &dummy;
+  l.out = &dummy;
+  l.tokens = 1, l.heads = 4, l.kv_heads = 2, l.head_dim = 512;
+  EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // head_dim > 256
+  l.head_dim = 64, l.kv_heads = 3;
+  EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // 4 heads, 3 KV heads
+  l.tokens = 0;
+  EXPECT_EQ(cuda_attention(l, nullptr), cudaSuccess);  // empty problem
+}
+
+// ---- elementwise -----------------------------------------------------------------------------
+
+TEST(CudaSiluMul, MatchesCpuReference) {
+  NIBBLE_REQUIRE_CUDA();
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng{uint32_t(seed)};
+  for (const size_t count : {size_t(1), size_t(1000), size_t(8 * 14336)}) {
+    const std::vector<float> gate = random_vector(rng, count, 0, 3), up = random_vector(rng, count);
+    std::vector<float> want(count);
+    for (size_t i = 0; i < count; ++i) want[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    DeviceVector<float> d_gate(gate), d_up(up), d_out(std::vector<float>(count, kNan));
+    DeviceVector<uint16_t> d_out16(std::vector<uint16_t>(count, 0x7fc0));
+    NIBBLE_CUDA_CHECK(cuda_silu_mul(d_gate.get(), d_up.get(), d_out.get(), OutputFormat::f32,
+                                    count, nullptr));
+    NIBBLE_CUDA_CHECK(cuda_silu_mul(d_gate.get(), d_up.get(), d_out16.get(), OutputFormat::bf16,
+                                    count, nullptr));
+    expect_close(d_out.to_host(), want, kF32MaxRel, kF32Nmse, "f32, count " + std::to_string(count));
+    expect_close(bf16_to_f32_vector(d_out16.to_host()), want, kBf16MaxRel, kBf16Nmse,
+                 "bf16, count " + std::to_string(count));
+    // In place over the gate (what the executor may do with F32 activations).
+    NIBBLE_CUDA_CHECK(cuda_silu_mul(d_gate.get(), d_up.get(), d_gate.get(), OutputFormat::f32,
+                                    count, nullptr));
+    expect_close(d_gate.to_host(), want, kF32MaxRel, kF32Nmse, "in place");
+  }
+}
+
+TEST(CudaEmbeddingGather, CopiesRowsExactly) {
+  NIBBLE_REQUIRE_CUDA();
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng{uint32_t(seed)};
+  const size_t vocab = 300, cols = 72;
+  const std::vector<float> table = random_vector(rng, vocab * cols);
+  std::vector<uint16_t> table16(table.size());
+  for (size_t i = 0; i < table.size(); ++i) table16[i] = f32_to_bf16(table[i]);
+  const std::vector<int32_t> ids = {0, 299, 5, 5, 123, 42, 1, 298};
+  DeviceVector<float> d_table(table), d_out(std::vector<float>(ids.size() * cols, kNan));
+  DeviceVector<uint16_t> d_table16(table16);
+  DeviceVector<int32_t> d_ids(ids);
+  for (const bool bf16 : {false, true}) {
+    EmbeddingGatherLaunch l;
+    l.table = bf16 ? static_cast<const void*>(d_table16.get()) : d_table.get();
+    l.table_bf16 = bf16;
+    l.ids = d_ids.get(), l.out = d_out.get(), l.count = ids.size(), l.cols = cols;
+    NIBBLE_CUDA_CHECK(cuda_embedding_gather(l, nullptr));
+    const std::vector<float> got = d_out.to_host();
+    for (size_t t = 0; t < ids.size(); ++t)
+      for (size_t c = 0; c < cols; ++c) {
+        const size_t at = size_t(ids[t]) * cols + c;
+        const float want = bf16 ? bf16_to_f32(table16[at]) : table[at];
+        ASSERT_EQ(got[t * cols + c], want) << (bf16 ? "bf16" : "f32") << " row " << t << " col " << c;
+      }
+  }
+}
+
+TEST(CudaSplitCombine, SplitIsExactAndCombineAddsBias) {
+  NIBBLE_REQUIRE_CUDA();
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng{uint32_t(seed)};
+  const size_t rows = 3, cols = 1000;
+  const std::vector<float> x = random_vector(rng, rows * cols, 0, 5);
+  DeviceVector<float> d_x(x);
+  DeviceVector<uint16_t> d_split(std::vector<uint16_t>(2 * rows * cols, 0x7fc0));
+  NIBBLE_CUDA_CHECK(cuda_split_bf16(d_x.get(), rows, cols, d_split.get(), nullptr));
+  const std::vector<uint16_t> split = d_split.to_host();
+  std::vector<float> parts(2 * rows * cols);
+  for (size_t i = 0; i < rows * cols; ++i) {
+    const uint16_t hi = f32_to_bf16(x[i]);
+    ASSERT_EQ(split[i], hi) << i;
+    ASSERT_EQ(split[rows * cols + i], f32_to_bf16(x[i] - bf16_to_f32(hi))) << i;
+    // hi + lo keeps ~16 significant bits of x.
+    const float back = bf16_to_f32(split[i]) + bf16_to_f32(split[rows * cols + i]);
+    ASSERT_LE(std::abs(back - x[i]), std::abs(x[i]) * 1e-4f + 1e-30f) << i;
+    parts[i] = bf16_to_f32(split[i]);
+    parts[rows * cols + i] = bf16_to_f32(split[rows * cols + i]);
+  }
+  const std::vector<float> bias = random_vector(rng, cols);
+  DeviceVector<float> d_parts(parts), d_bias(bias), d_out(std::vector<float>(rows * cols, kNan));
+  NIBBLE_CUDA_CHECK(
+      cuda_combine_rows(d_parts.get(), 2, rows, cols, d_bias.get(), d_out.get(), nullptr));
+  std::vector<float> got = d_out.to_host();
+  for (size_t i = 0; i < rows * cols; ++i)
+    ASSERT_EQ(got[i], parts[i] + parts[rows * cols + i] + bias[i % cols]) << i;
+  // One part, in place, no bias: unchanged; with a bias: + bias.
+  NIBBLE_CUDA_CHECK(cuda_combine_rows(d_out.get(), 1, rows, cols, d_bias.get(), d_out.get(), nullptr));
+  const std::vector<float> twice = d_out.to_host();
+  for (size_t i = 0; i < rows * cols; ++i) ASSERT_EQ(twice[i], got[i] + bias[i % cols]) << i;
+  // BF16 -> F32 widening is exact.
+  DeviceVector<float> d_wide(std::vector<float>(2 * rows * cols, kNan));
+  NIBBLE_CUDA_CHECK(cuda_bf16_to_f32(d_split.get(), d_wide.get(), 2 * rows * cols, nullptr));
+  EXPECT_EQ(d_wide.to_host(), parts);
+}
+
+#else  // !NIBBLE_WITH_CUDA
+
+TEST(CudaOps, NotBuilt) { GTEST_SKIP() << "built without CUDA (no nvcc found)"; }
+
+#endif
+
+}  // namespace
+}  // namespace nibble
