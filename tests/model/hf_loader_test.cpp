@@ -17,6 +17,7 @@
 #include "model/llama/llama_config.h"
 #include "model/llama2c_encoder.h"
 #include "model/model_loader.h"
+#include "test_files.h"
 
 namespace nibble {
 namespace {
@@ -31,12 +32,7 @@ fs::path fresh_dir(const std::string& name) {
   return p;
 }
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using nibble::test::read_text;
 
 TEST(HfLoader, ConvertedStoriesMatchesLlama2cLogits) {
   const fs::path out = fresh_dir("stories-hf");

@@ -14,18 +14,14 @@
 #include "model/llama/llama_model.h"
 #include "model/sampler.h"
 #include "model/llama2c_encoder.h"
+#include "test_files.h"
 
 namespace nibble {
 namespace {
 
 const std::string kDir = std::string(NIBBLE_SOURCE_DIR) + "/models/stories260K";
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using nibble::test::read_text;
 
 // run.c's generate loop: BOS + prompt, `steps` positions counting the prompt, stop at BOS.
 std::string greedy(const LlamaModel& model, const Llama2cVocab& vocab, const std::string& prompt,

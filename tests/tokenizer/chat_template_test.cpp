@@ -16,6 +16,7 @@
 #include "tokenizer/chat_template.h"
 #include "tokenizer/harmony.h"
 #include "tokenizer/tokenizer.h"
+#include "test_files.h"
 
 namespace nibble {
 namespace {
@@ -23,12 +24,7 @@ namespace {
 using ojson = nlohmann::ordered_json;
 namespace fs = std::filesystem;
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using nibble::test::read_text;
 
 fs::path chat_dir() { return fs::path(NIBBLE_SOURCE_DIR) / "tests" / "tokenizer" / "chat"; }
 

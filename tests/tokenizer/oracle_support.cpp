@@ -1,4 +1,5 @@
 #include "oracle_support.h"
+#include "test_files.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -35,12 +36,6 @@ std::string oracle_missing() {
   return {};
 }
 
-static std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 std::vector<CorpusCase> load_corpus(size_t max_bytes) {
   const fs::path dir = fs::path(NIBBLE_SOURCE_DIR) / "tests" / "tokenizer" / "corpus";
@@ -51,7 +46,7 @@ std::vector<CorpusCase> load_corpus(size_t max_bytes) {
   std::vector<CorpusCase> cases;
   const std::string sep = "\n%%%%\n";
   for (const auto& f : files) {
-    std::string text = read_file(f);
+    std::string text = nibble::test::read_text(f);
     if (max_bytes && text.size() > max_bytes) {
       size_t cut = text.rfind(sep, max_bytes);
       text.resize(cut == std::string::npos ? 0 : cut);
@@ -83,11 +78,11 @@ nlohmann::json run_oracle(const std::string& name, const nlohmann::json& request
                                       npm_dir().string(), name, req.string(), out.string(), log.string());
   const int rc = std::system(cmd.c_str());
   if (rc != 0) {
-    const std::string tail = read_file(log);
+    const std::string tail = nibble::test::read_text(log);
     fs::remove_all(tmp);
     throw std::runtime_error(fmt::format("oracle failed ({}): {}", cmd, tail.substr(tail.size() > 2000 ? tail.size() - 2000 : 0)));
   }
-  nlohmann::json answer = nlohmann::json::parse(read_file(out));
+  nlohmann::json answer = nlohmann::json::parse(nibble::test::read_text(out));
   fs::remove_all(tmp);
   return answer;
 }
@@ -105,11 +100,11 @@ std::string published_template(const std::string& model) {
   const std::string cmd = fmt::format("node '{}' '{}' '{}' '{}' >'{}' 2>&1", script.string(), npm_dir().string(),
                                       out.string(), model, log.string());
   if (std::system(cmd.c_str()) != 0) {
-    const std::string tail = read_file(log);
+    const std::string tail = nibble::test::read_text(log);
     fs::remove_all(tmp);
     throw std::runtime_error(fmt::format("published templates failed ({}): {}", cmd, tail));
   }
-  const nlohmann::json answer = nlohmann::json::parse(read_file(out));
+  const nlohmann::json answer = nlohmann::json::parse(nibble::test::read_text(out));
   fs::remove_all(tmp);
   return cache[model] = answer.at(model).get<std::string>();
 }
@@ -128,11 +123,11 @@ nlohmann::json run_jinja_oracle(const std::string& request) {
   const fs::path script = fs::path(NIBBLE_SOURCE_DIR) / "tests" / "tokenizer" / "oracle" / "jinja_oracle.py";
   const std::string cmd = fmt::format("python3 '{}' '{}' '{}' >'{}' 2>&1", script.string(), req.string(), out.string(), log.string());
   if (std::system(cmd.c_str()) != 0) {
-    const std::string tail = read_file(log);
+    const std::string tail = nibble::test::read_text(log);
     fs::remove_all(tmp);
     throw std::runtime_error("jinja oracle failed: " + tail);
   }
-  nlohmann::json answer = nlohmann::json::parse(read_file(out));
+  nlohmann::json answer = nlohmann::json::parse(nibble::test::read_text(out));
   fs::remove_all(tmp);
   return answer;
 }

@@ -13,6 +13,7 @@
 
 #include "oracle_support.h"
 #include "tokenizer/tokenizer.h"
+#include "test_files.h"
 
 namespace nibble {
 namespace {
@@ -20,12 +21,7 @@ namespace {
 using test::CorpusCase;
 namespace fs = std::filesystem;
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using nibble::test::read_text;
 
 std::string excerpt(const std::string& s, size_t at = 0) {
   const size_t b = at > 40 ? at - 40 : 0;

@@ -12,16 +12,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "test_files.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using nibble::test::read_text;
 
 struct Result {
   int status = -1;

@@ -9,17 +9,14 @@
 #include <regex>
 #include <sstream>
 
+#include "test_files.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 const fs::path kDir = fs::path(NIBBLE_SOURCE_DIR) / "models/stories260K";
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using nibble::test::read_text;
 
 // sha256 of a file by the system's sha256sum (coreutils), "" when it cannot run.
 std::string sha256_of(const fs::path& file) {
