@@ -23,6 +23,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/thread_pool.h"
@@ -147,6 +148,20 @@ void run_child(const std::string& kernel_names, const std::vector<Shape>& shapes
     for (size_t m : ms) {
       const double flops = 2.0 * m * s.n * s.k;
       const int r = flops > 2e10 ? std::max(3, reps / 2) : reps;
+      // Our kernels first: OpenBLAS's threads spin for a while after each call and would
+      // take the cores from the kernel measured next.
+      std::vector<double> times;
+      for (const std::string& kernel : kernels) {
+        std::vector<double> ours;
+        size_t next = 0;
+        for (int rep = -1; rep < r; ++rep) {  // rep -1: warm-up
+          const Mxfp4Linear& layer = *layers[kernel][next++ % copies];
+          const auto t0 = Clock::now();
+          layer.forward({act.data(), m, ActivationFormat::f32}, {out.data(), OutputFormat::f32});
+          if (rep >= 0) ours.push_back(seconds_since(t0));
+        }
+        times.push_back(median(ours));
+      }
       std::vector<double> blas;
       for (int rep = -1; rep < r; ++rep) {
         const float* wb = wf[size_t(rep + 1) % 2].data();
@@ -160,21 +175,13 @@ void run_child(const std::string& kernel_names, const std::vector<Shape>& shapes
         if (rep >= 0) blas.push_back(seconds_since(t0));
       }
       const double tb = median(blas);
-      for (const std::string& kernel : kernels) {
-        std::vector<double> ours;
-        size_t next = 0;
-        for (int rep = -1; rep < r; ++rep) {  // rep -1: warm-up
-          const Mxfp4Linear& layer = *layers[kernel][next++ % copies];
-          const auto t0 = Clock::now();
-          layer.forward({act.data(), m, ActivationFormat::f32}, {out.data(), OutputFormat::f32});
-          if (rep >= 0) ours.push_back(seconds_since(t0));
-        }
-        const double t = median(ours);
-        const double gbs = weight_bytes / t / 1e9;
-        fmt::print("| {} | {}x{} | {} | {} | {:.0f} | {:.1f} | {:.0f}% | {:.1f} | {:.0f} | {:.2f}x |\n", kernel,
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let OpenBLAS's threads sleep
+      for (size_t i = 0; i < kernels.size(); ++i) {
+        const double t = times[i], gbs = weight_bytes / t / 1e9;
+        fmt::print("| {} | {}x{} | {} | {} | {:.0f} | {:.1f} | {:.0f}% | {:.1f} | {:.0f} | {:.2f}x |\n", kernels[i],
                    s.n, s.k, m, threads, t * 1e6, gbs, 100 * gbs / bw, flops / t / 1e9, tb * 1e6, tb / t);
-        std::fflush(stdout);
       }
+      std::fflush(stdout);
     }
   }
   fmt::print("| read bandwidth, {} threads | | | | | {:.1f} GB/s | | | | |\n", threads, bw);
@@ -224,7 +231,9 @@ int main(int argc, char** argv) {
     fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
     std::fflush(stdout);
     for (size_t t : parse_list(threads_arg)) {
-      const std::string cmd = fmt::format("NIBBLE_THREADS={} OPENBLAS_NUM_THREADS={} '{}' --child --kernel {} --shapes {} --m {} --reps {}",
+      // OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's idle threads spin 2^4 cycles, not 2^28, before
+      // they sleep, so they do not compete with the kernel timed after them.
+      const std::string cmd = fmt::format("NIBBLE_THREADS={} OPENBLAS_NUM_THREADS={} OPENBLAS_THREAD_TIMEOUT=4 '{}' --child --kernel {} --shapes {} --m {} --reps {}",
                                           t, t, argv[0], kernel, shapes_arg, ms_arg, reps);
       if (std::system(cmd.c_str()) != 0) {
         std::fprintf(stderr, "child for %zu threads failed\n", t);
