@@ -125,7 +125,7 @@ void run(const Args& a) {
     o.mxfp4_layers = mx ? a.check_layers : "none";
     // Exact activations: transformers gets the dequantized weights and F32 activations, so
     // only a kernel that rounds nothing but the weights can agree within the check's bound
-    // (the int8-activation kernel is held to its own error model in tests/kernels).
+    // (the int8-activation kernel is held to its rounding contract in tests/kernels).
     o.kernels = KernelOverrides::parse("cpu_simd");
     const LoadedModel m = load_model(a.output, o);
     std::vector<float> logits(tokens.size() * c.vocab);

@@ -40,7 +40,11 @@ enum class LayerClass : uint8_t { dense, moe };
 // from it.
 enum class ActivationRounding : uint8_t {
   none,          // F32 products (or exact splits of them), F32 accumulation
-  int8_block32,  // activations quantized per 32-element block to int8 with an F32 scale
+  // Activations quantized per 32-element block to int8: amax = max |a| of the block,
+  // q = round-half-even(a * fl(127 / amax)) in F32 (amax < 2^-100: the block is scaled by
+  // 2^100 first, exactly), value q * fl(amax / 127). The kernel tests hold a kernel to
+  // exactly this (tests/kernels/linear_harness.h), so results do not depend on the kernel.
+  int8_block32,
 };
 const char* activation_format_name(ActivationFormat f);
 const char* output_format_name(OutputFormat f);

@@ -3,7 +3,8 @@
 // rounding of the activations) stays available by name (--mxfp4-kernel cpu_simd).
 //
 // Arithmetic. Each call quantizes its activations per 32-element block to int8 with an F32
-// scale (amax / 127, round half to even): the only rounding this kernel adds. The weights stay
+// scale (amax / 127, round half to even; ActivationRounding::int8_block32 states it to the
+// bit): the only rounding this kernel adds. The weights stay
 // exact: 2 * E2M1 is an integer in -12..12, stored with +12 so that it is unsigned (vpmaddubsw
 // multiplies unsigned by signed bytes); the dot product of a block is exact in int32, the +12
 // is taken out with 12 * sum(activation codes), and the two power-of-two-times-F32 scales are
