@@ -9,7 +9,26 @@ namespace nibble {
 
 namespace {
 std::atomic<size_t> g_default_threads{0};
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
 }
+
+// Spins until done() or until `budget` has passed; says which.
+template <class Done>
+bool spin_until(Done done, std::chrono::microseconds budget) {
+  const auto deadline = std::chrono::steady_clock::now() + budget;
+  for (unsigned i = 1;; ++i) {
+    if (done()) return true;
+    cpu_relax();
+    if (i % 256 == 0 && std::chrono::steady_clock::now() > deadline) return false;
+  }
+}
+}  // namespace
 
 ThreadPool::ThreadPool(size_t threads) {
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
@@ -28,8 +47,13 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_loop(size_t index) {
   size_t seen = 0;
   for (;;) {
+    spin_until([&] { return stop_.load(std::memory_order_relaxed) ||
+                            generation_.load(std::memory_order_acquire) != seen; },
+               kSpin);
     std::unique_lock lock(mutex_);
+    ++sleepers_;
     wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+    --sleepers_;
     if (stop_) return;
     seen = generation_;
     // Worker i takes chunk i; the caller takes chunk 0.
@@ -43,9 +67,16 @@ void ThreadPool::worker_loop(size_t index) {
     } catch (...) {
       error = std::current_exception();
     }
-    lock.lock();
-    if (error && !error_) error_ = error;
-    if (--pending_ == 0) done_.notify_one();
+    if (error) {
+      std::lock_guard error_lock(mutex_);
+      if (!error_) error_ = error;
+    }
+    // The last chunk wakes the caller under the mutex, so that a caller that has just found
+    // pending_ != 0 and is about to wait cannot miss it.
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard done_lock(mutex_);
+      done_.notify_one();
+    }
   }
 }
 
@@ -60,6 +91,7 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
     return;
   }
   const size_t chunk = (n + chunks - 1) / chunks;
+  bool wake_sleepers = false;
   {
     std::lock_guard lock(mutex_);
     body_ = &body;
@@ -68,17 +100,20 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
     chunks_ = (n + chunk - 1) / chunk;
     pending_ = chunks_ - 1;
     error_ = nullptr;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
+    wake_sleepers = sleepers_ > 0;
   }
-  wake_.notify_all();
+  if (wake_sleepers) wake_.notify_all();
   std::exception_ptr error;
   try {
     body(0, std::min(n, chunk), 0);
   } catch (...) {
     error = std::current_exception();
   }
+  const auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  spin_until(finished, kSpin);
   std::unique_lock lock(mutex_);
-  done_.wait(lock, [&] { return pending_ == 0; });
+  done_.wait(lock, finished);
   if (!error) error = error_;
   body_ = nullptr;
   lock.unlock();

@@ -1,5 +1,6 @@
 // ThreadPool: every index covered exactly once, chunking within the limits, exceptions carried
-// back to the caller (the pool stays usable), and many loops back to back without a lost wake-up.
+// back to the caller (the pool stays usable), and many loops without a lost wake-up: back to
+// back (workers still spinning) and after pauses longer than the spin (workers asleep).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -7,6 +8,7 @@
 #include <random>
 #include <set>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "base/cpu_features.h"
@@ -76,6 +78,22 @@ TEST(ThreadPool, ManyLoopsBackToBack) {
   for (int loop = 0; loop < 3000; ++loop)
     pool.parallel_for(64, 1, [&](size_t begin, size_t end, size_t) { total += end - begin; });
   EXPECT_EQ(total.load(), 3000u * 64u);
+}
+
+TEST(ThreadPool, LoopsAfterThePoolHasGoneToSleep) {
+  ThreadPool pool(3);
+  std::atomic<size_t> total{0};
+  for (int loop = 0; loop < 40; ++loop) {
+    // Pauses past the 500 us spin, so that the workers block and must be woken; then a short
+    // burst while they still spin. Both waits of the caller are taken too: a worker's chunk
+    // that outlasts the spin.
+    std::this_thread::sleep_for(std::chrono::microseconds(loop % 2 ? 2000 : 50));
+    pool.parallel_for(3, 1, [&](size_t begin, size_t end, size_t thread) {
+      if (loop % 4 == 1 && thread == 2) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      total += end - begin;
+    });
+  }
+  EXPECT_EQ(total.load(), 40u * 3u);
 }
 
 TEST(CpuFeatures, NamesTheTargetAndTheCpu) {
