@@ -5,7 +5,9 @@
 //
 //   quantize_checkpoint_bench [--gb 3] [--dir DIR] [--nibble PATH] [--runs 2] [--threads N] [--keep 1]
 //
-// Prints a markdown table (docs/perf.md, "Quantizer"). The files are deleted at the end.
+// Prints a markdown table per run and a summary (mean +- sd over the runs; "x copy" is the mean
+// of each run's ratio to the copy measured just before it) for docs/perf.md, "Quantizer". The
+// files are deleted at the end.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/resource.h>
@@ -14,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -162,16 +165,42 @@ int main(int argc, char** argv) {
   std::string nibble = (fs::path(argv[0]).parent_path() / ".." / "tools" / "nibble").lexically_normal().string();
   std::string threads;
   bool keep = false;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  const char* usage =
+      "usage: quantize_checkpoint_bench [--gb 3] [--dir DIR] [--nibble PATH] [--runs 2] [--threads N] [--keep 1]\n"
+      "  --gb G        size of the synthetic BF16 checkpoint (default 3)\n"
+      "  --dir DIR     where to write it (default the temp directory)\n"
+      "  --nibble PATH the nibble binary (default ../tools/nibble beside this one)\n"
+      "  --runs R      alternated runs of every case (default 2)\n"
+      "  --threads N   passed to nibble quantize --threads\n"
+      "  --keep 1      keep the files\n";
+  for (int i = 1; i < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--gb") gb = std::stod(argv[i + 1]);
-    else if (a == "--dir") dir = fs::path(argv[i + 1]) / fmt::format("nibble-quant-bench-{}", getpid());
-    else if (a == "--nibble") nibble = argv[i + 1];
-    else if (a == "--runs") runs = std::stoi(argv[i + 1]);
-    else if (a == "--threads") threads = argv[i + 1];
-    else if (a == "--keep") keep = std::string(argv[i + 1]) == "1";
-    else {
-      fmt::print(stderr, "unknown flag {}\n", a);
+    if (a == "--help" || a == "-h") {
+      fmt::print("{}", usage);
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      fmt::print(stderr, "flag {} needs a value\n{}", a, usage);
+      return 2;
+    }
+    const std::string v = argv[i + 1];
+    try {
+      if (a == "--gb") gb = std::stod(v);
+      else if (a == "--dir") dir = fs::path(v) / fmt::format("nibble-quant-bench-{}", getpid());
+      else if (a == "--nibble") nibble = v;
+      else if (a == "--runs") runs = std::stoi(v);
+      else if (a == "--threads") threads = v;
+      else if (a == "--keep") keep = v == "1";
+      else {
+        fmt::print(stderr, "unknown flag {}\n{}", a, usage);
+        return 2;
+      }
+    } catch (const std::exception&) {
+      fmt::print(stderr, "flag {}: '{}' is not a number\n{}", a, v, usage);
+      return 2;
+    }
+    if (!(gb > 0) || runs < 1) {
+      fmt::print(stderr, "--gb and --runs must be positive\n{}", usage);
       return 2;
     }
   }
@@ -218,22 +247,29 @@ int main(int argc, char** argv) {
                    row.rss_kb ? fmt::format("{:.0f}", double(row.rss_kb) / 1024) : "-");
       }
     }
-    // The disk is shared and its write-back time varies by 3-4x between runs: the best of the
-    // runs of each case is the steadiest figure.
-    if (runs > 0) {
-      fmt::print("\n| case (best of {}) | seconds | input GB/s | x copy | peak RSS MB |\n|---|---|---|---|---|\n", runs);
-      double best_copy = 1e30;
-      for (int r = 0; r < runs; ++r) best_copy = std::min(best_copy, rows[size_t(r) * 3].seconds);
-      for (int c = 0; c < 3; ++c) {
-        double best = 1e30;
-        long rss = 0;
-        for (int r = 0; r < runs; ++r) {
-          best = std::min(best, rows[size_t(r) * 3 + size_t(c)].seconds);
-          rss = std::max(rss, rows[size_t(r) * 3 + size_t(c)].rss_kb);
-        }
-        fmt::print("| {} | {:.2f} | {:.3f} | {:.2f} | {} |\n", rows[size_t(c)].what, best, double(bytes) / 1e9 / best,
-                   best_copy / best, rss ? fmt::format("{:.0f}", double(rss) / 1024) : "-");
+    // The disk is shared and its write-back time varies between runs: the summary gives the
+    // spread, and ratios are taken within a run, against the copy measured just before.
+    const auto mean_sd = [](const std::vector<double>& v) {
+      double mean = 0, var = 0;
+      for (double x : v) mean += x / double(v.size());
+      for (double x : v) var += (x - mean) * (x - mean) / double(std::max<size_t>(v.size() - 1, 1));
+      return std::pair{mean, std::sqrt(var)};
+    };
+    fmt::print("\n| case (mean +- sd of {} runs) | seconds | input GB/s | x copy (same run) | peak RSS MB |\n"
+               "|---|---|---|---|---|\n", runs);
+    for (int c = 0; c < 3; ++c) {
+      std::vector<double> seconds, ratios;
+      long rss = 0;
+      for (int r = 0; r < runs; ++r) {
+        const Row& row = rows[size_t(r) * 3 + size_t(c)];
+        seconds.push_back(row.seconds);
+        ratios.push_back(rows[size_t(r) * 3].seconds / row.seconds);
+        rss = std::max(rss, row.rss_kb);
       }
+      const auto [s_mean, s_sd] = mean_sd(seconds);
+      const auto [x_mean, x_sd] = mean_sd(ratios);
+      fmt::print("| {} | {:.2f} +- {:.2f} | {:.3f} | {:.2f} +- {:.2f} | {} |\n", rows[size_t(c)].what, s_mean, s_sd,
+                 double(bytes) / 1e9 / s_mean, x_mean, x_sd, rss ? fmt::format("{:.0f}", double(rss) / 1024) : "-");
     }
     if (keep)
       fmt::print(stderr, "kept {}\n", dir.string());
