@@ -188,8 +188,6 @@ inline size_t activation_bytes(ActivationFormat f) { return f == ActivationForma
 // Multiply-accumulates the reference may spend per case: ~0.1 s of cpu_ref in a release build.
 inline constexpr size_t kRefMacBudget = size_t(1) << 26;
 
-// Which activation rows the reference checks: all when M * N * K fits kRefMacBudget, else the
-// first, the last and random others (at least 3).
 // Activation rows `rows` of r as F32, rounded as `rounding` says; written from the contract in
 // kernels/linear_kernel.h, not from any kernel. int8_block32, per 32-element block: amax =
 // max |a|; q = round-half-even(a * fl(127 / amax)) in F32 (blocks with amax < 2^-100 are
@@ -220,6 +218,8 @@ inline std::vector<float> rounded_activation_rows(const RandomLinear& r,
   return out;
 }
 
+// Which activation rows the reference checks: all when M * N * K fits kRefMacBudget, else the
+// first, the last and random others (at least 3).
 inline std::vector<size_t> reference_rows(size_t m, size_t n, size_t k, std::mt19937_64& rng) {
   const size_t per_row = std::max<size_t>(n * std::max<size_t>(k, 1), 1);
   const size_t budget = std::max<size_t>(kRefMacBudget / per_row, 3);
