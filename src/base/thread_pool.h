@@ -5,8 +5,9 @@
 // kSpin before it blocks on the condition variable, and the caller watches for the workers'
 // chunks the same way. Decode calls one small loop per layer back to back (a 2880x2880 GEMV
 // takes ~300 us); waking a sleeping thread costs a futex call and, on a virtual machine, an
-// idle vCPU's halt and IPI, which measured 100s of us on the dev machine's KVM guest, as much
-// as the loop itself. Spinning ends after kSpin, so an idle process does not burn its cores.
+// idle vCPU's halt and IPI: on the dev machine's KVM guest an empty 2-thread loop took a median
+// 1.04 ms after 2 ms idle, 0.4 us while the worker still spun. Spinning ends after kSpin, so
+// an idle process does not burn its cores (and the first loop after idle pays the wake-up).
 #pragma once
 
 #include <atomic>
