@@ -18,14 +18,13 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spins until done() or until `budget` has passed; says which.
+// Spins until done() or until `budget` has passed; the caller then waits on its condition.
 template <class Done>
-bool spin_until(Done done, std::chrono::microseconds budget) {
+void spin_until(Done done, std::chrono::microseconds budget) {
   const auto deadline = std::chrono::steady_clock::now() + budget;
-  for (unsigned i = 1;; ++i) {
-    if (done()) return true;
+  for (unsigned i = 1; !done(); ++i) {
     cpu_relax();
-    if (i % 256 == 0 && std::chrono::steady_clock::now() > deadline) return false;
+    if (i % 256 == 0 && std::chrono::steady_clock::now() > deadline) return;
   }
 }
 }  // namespace
@@ -51,9 +50,7 @@ void ThreadPool::worker_loop(size_t index) {
                             generation_.load(std::memory_order_acquire) != seen; },
                kSpin);
     std::unique_lock lock(mutex_);
-    ++sleepers_;
     wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-    --sleepers_;
     if (stop_) return;
     seen = generation_;
     // Worker i takes chunk i; the caller takes chunk 0.
@@ -91,7 +88,6 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
     return;
   }
   const size_t chunk = (n + chunks - 1) / chunks;
-  bool wake_sleepers = false;
   {
     std::lock_guard lock(mutex_);
     body_ = &body;
@@ -101,9 +97,8 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
     pending_ = chunks_ - 1;
     error_ = nullptr;
     generation_.fetch_add(1, std::memory_order_release);
-    wake_sleepers = sleepers_ > 0;
   }
-  if (wake_sleepers) wake_.notify_all();
+  wake_.notify_all();  // no system call when no worker is blocked
   std::exception_ptr error;
   try {
     body(0, std::min(n, chunk), 0);

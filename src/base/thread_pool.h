@@ -53,7 +53,6 @@ class ThreadPool {
   std::condition_variable done_;
   const std::function<void(size_t, size_t, size_t)>* body_ = nullptr;
   size_t n_ = 0, chunk_ = 0, chunks_ = 0;
-  size_t sleepers_ = 0;  // workers blocked on wake_
   std::atomic<size_t> generation_{0}, pending_{0};
   std::exception_ptr error_;
   std::atomic<bool> stop_{false};
