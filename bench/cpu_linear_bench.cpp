@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "bench_stats.h"
 #include "format/mxfp4.h"
 #include "kernels/registry.h"
 
@@ -34,14 +35,10 @@ namespace nibble {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using bench::median;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
 }
 
 std::vector<size_t> parse_list(const std::string& s) {

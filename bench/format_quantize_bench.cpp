@@ -25,6 +25,7 @@
 
 #include "base/cpu_features.h"
 #include "base/thread_pool.h"
+#include "bench_stats.h"
 #include "build_info.h"
 #include "format/float16.h"
 #include "format/mxfp4.h"
@@ -37,12 +38,11 @@ struct Stats {
   double median_s, sd_s;
 };
 
-Stats stats_of(std::vector<double> t) {
+Stats stats_of(const std::vector<double>& t) {  // sd: of the population (n), as recorded
   double mean = 0, var = 0;
   for (double x : t) mean += x / t.size();
   for (double x : t) var += (x - mean) * (x - mean) / t.size();
-  std::sort(t.begin(), t.end());
-  return {t[t.size() / 2], std::sqrt(var)};
+  return {nibble::bench::median(t), std::sqrt(var)};
 }
 
 // Times every op `reps` times, interleaved (op 1, op 2, ..., op 1, ...), so that the baseline

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "bench_stats.h"
 #include "format/float16.h"
 #include "format/safetensors.h"
 
@@ -249,12 +250,6 @@ int main(int argc, char** argv) {
     }
     // The disk is shared and its write-back time varies between runs: the summary gives the
     // spread, and ratios are taken within a run, against the copy measured just before.
-    const auto mean_sd = [](const std::vector<double>& v) {
-      double mean = 0, var = 0;
-      for (double x : v) mean += x / double(v.size());
-      for (double x : v) var += (x - mean) * (x - mean) / double(std::max<size_t>(v.size() - 1, 1));
-      return std::pair{mean, std::sqrt(var)};
-    };
     fmt::print("\n| case (mean +- sd of {} runs) | seconds | input GB/s | x copy (same run) | peak RSS MB |\n"
                "|---|---|---|---|---|\n", runs);
     for (int c = 0; c < 3; ++c) {
@@ -266,10 +261,9 @@ int main(int argc, char** argv) {
         ratios.push_back(rows[size_t(r) * 3].seconds / row.seconds);
         rss = std::max(rss, row.rss_kb);
       }
-      const auto [s_mean, s_sd] = mean_sd(seconds);
-      const auto [x_mean, x_sd] = mean_sd(ratios);
-      fmt::print("| {} | {:.2f} +- {:.2f} | {:.3f} | {:.2f} +- {:.2f} | {} |\n", rows[size_t(c)].what, s_mean, s_sd,
-                 double(bytes) / 1e9 / s_mean, x_mean, x_sd, rss ? fmt::format("{:.0f}", double(rss) / 1024) : "-");
+      const nibble::bench::MeanSd t = nibble::bench::mean_sd(seconds), x = nibble::bench::mean_sd(ratios);
+      fmt::print("| {} | {:.2f} +- {:.2f} | {:.3f} | {:.2f} +- {:.2f} | {} |\n", rows[size_t(c)].what, t.mean, t.sd,
+                 double(bytes) / 1e9 / t.mean, x.mean, x.sd, rss ? fmt::format("{:.0f}", double(rss) / 1024) : "-");
     }
     if (keep)
       fmt::print(stderr, "kept {}\n", dir.string());

