@@ -10,6 +10,10 @@
 //   - cuBLAS BF16: cublasLt TN GEMM (W [N,K] BF16 x act^T, FP32 compute, BF16 out), the
 //     heuristic's top 8 algorithms each timed the same way, the fastest kept;
 //   - copy: cudaMemcpyAsync device to device of 1 GiB, bandwidth = (read + written) / time.
+//   - read: a kernel that only streams the same packed weight and scale bytes (16-byte loads,
+//     as many CTAs as fit), timed the same way: what any kernel over these bytes costs on this
+//     device, launch and ramp-up included, for the small shapes where those weigh;
+//   - element: ours with the activations read element by element instead of 16 bytes at a time.
 // Floor = (packed weight + scale + activation + output bytes) / copy bandwidth.
 // --sweep also times every (tiles per CTA, warps) configuration of ours and prints the best.
 #include <cublasLt.h>
@@ -128,6 +132,19 @@ double copy_bandwidth(cudaStream_t stream, int reps) {
   return 2.0 * double(bytes) / (us * 1e-6);  // bytes/s, read + written
 }
 
+// Reads n 16-byte words of weights and m of scales once; stores only if the XOR of all of
+// them hits a value chosen so it never does, which keeps every load.
+__global__ void read_kernel(const uint4* __restrict__ w, size_t n, const uint4* __restrict__ s,
+                            size_t m, uint32_t* sink) {
+  uint32_t x = 0;
+  const size_t stride = size_t(gridDim.x) * blockDim.x;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n + m; i += stride) {
+    const uint4 v = __ldcs(i < n ? w + i : s + (i - n));
+    x ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (x == 0x9e3779b9u && threadIdx.x == 0x3ff) *sink = x;
+}
+
 struct Shape {
   size_t n, k;
   const char* name;
@@ -136,7 +153,7 @@ struct Shape {
 struct Result {
   Shape shape;
   size_t m;
-  double ours_us, plain_us, cublas_us, floor_us, bytes;  // plain: the unpipelined kernel
+  double ours_us, element_us, read_us, cublas_us, floor_us, bytes;
   int tiles, warps;
 };
 
@@ -221,6 +238,8 @@ int main(int argc, char** argv) {
   cudaStream_t stream;
   CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const double bw = copy_bandwidth(stream, reps);
+  uint32_t* sink;
+  CHECK(cudaMalloc(&sink, 4));
   std::printf("device: %s, sm_%d%d, %d SMs, L2 %d MB, SM clock %d MHz, memory clock %d MHz\n",
               prop.name, prop.major, prop.minor, prop.multiProcessorCount, prop.l2CacheSize >> 20,
               sm_clock_khz / 1000, mem_clock_khz / 1000);
@@ -271,6 +290,11 @@ int main(int argc, char** argv) {
       CHECK(cudaMalloc(&out, 8 * s.n * 2));
     }
     const int calls = int(std::max<size_t>(copies, 20));
+    const double read_us = time_graph(stream, calls, reps, [&](int i) {
+      read_kernel<<<prop.multiProcessorCount * 4, 512, 0, stream>>>(
+          static_cast<const uint4*>(w[i % copies]), packed.weights.size() / 16,
+          static_cast<const uint4*>(sc[i % copies]), packed.scales.size() / 16, sink);
+    });
 
     for (size_t m : ms) {
       GemvLaunch l;
@@ -278,28 +302,29 @@ int main(int argc, char** argv) {
       l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
       l.activation = ActivationFormat::bf16, l.output = OutputFormat::bf16;
       l.multiprocessors = prop.multiProcessorCount;
-      const auto ours = [&](int tiles, int warps, int pipelined = -1) {
+      const auto ours = [&](int tiles, int warps, int act_vector = -1) {
+        GemvLaunch li = l;
+        li.tiles_per_cta = tiles, li.warps = warps, li.act_vector = act_vector;
         return time_graph(stream, calls, reps, [&](int i) {
-          GemvLaunch li = l;
           li.weights = w[i % copies], li.scales = sc[i % copies];
-          li.tiles_per_cta = tiles, li.warps = warps, li.pipelined = pipelined;
           CHECK(cudaError_t(mxfp4_gemv_launch(li, stream)));
         });
       };
-      Result r{s, m, 0, 0, 0, 0, 0, 0, 0};
+      Result r{s, m, 0, 0, read_us, 0, 0, 0, 0, 0};
       mxfp4_gemv_default_config(l, &r.tiles, &r.warps);
       r.ours_us = ours(r.tiles, r.warps);
-      r.plain_us = ours(r.tiles, r.warps, 0);
+      r.element_us = ours(r.tiles, r.warps, 0);
       if (sweep) {
-        for (int pipelined : {1, 0}) {
-          std::printf("  sweep %-22s M=%zu %s:", s.name, m, pipelined ? "pipelined" : "plain");
+        for (int act_vector : {1, 0}) {
+          std::printf("  sweep %-22s M=%zu %s:", s.name, m, act_vector ? "vector" : "element");
           for (int tiles : {1, 2})
-            for (int warps : {2, 4, 8, 16}) {
-              const double us = ours(tiles, warps, pipelined);
+            for (int warps : {4, 8, 12, 16}) {
+              const double us = ours(tiles, warps, act_vector);
               std::printf(" t%dw%d=%.2f", tiles, warps, us);
             }
           std::printf("  (default t%dw%d)\n", r.tiles, r.warps);
         }
+
       }
       r.cublas_us = lt.best_us(stream, s.n, s.k, m, wb, act, out, std::max(5, reps / 3), calls);
       r.bytes = double(packed.n_pad) / packed.n_pad * (double(s.n) * s.k / 2 + double(s.n) * bpr) +
@@ -313,12 +338,13 @@ int main(int argc, char** argv) {
     CHECK(cudaFree(out));
   }
 
-  std::printf("\n| shape | M | ours us | GB/s | %% of floor | floor us | cuBLAS BF16 us | x cuBLAS | plain us | config |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("\n| shape | M | ours us | GB/s | %% of floor | floor us | read us | cuBLAS BF16 us | x cuBLAS | element us | config |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Result& r : results)
-    std::printf("| %s | %zu | %.2f | %.0f | %.0f%% | %.2f | %.2f | %.2f | %.2f | t%dw%d |\n", r.shape.name,
-                r.m, r.ours_us, r.bytes / (r.ours_us * 1e-6) / 1e9, 100.0 * r.floor_us / r.ours_us,
-                r.floor_us, r.cublas_us, r.cublas_us / r.ours_us, r.plain_us, r.tiles, r.warps);
+    std::printf("| %s | %zu | %.2f | %.0f | %.0f%% | %.2f | %.2f | %.2f | %.2f | %.2f | t%dw%d |\n",
+                r.shape.name, r.m, r.ours_us, r.bytes / (r.ours_us * 1e-6) / 1e9,
+                100.0 * r.floor_us / r.ours_us, r.floor_us, r.read_us, r.cublas_us,
+                r.cublas_us / r.ours_us, r.element_us, r.tiles, r.warps);
   if (json_path) {
     FILE* f = std::fopen(json_path, "w");
     if (!f) {
@@ -332,14 +358,16 @@ int main(int argc, char** argv) {
       const Result& r = results[i];
       std::fprintf(f, "  {\"n\": %zu, \"k\": %zu, \"m\": %zu, \"ours_us\": %.3f, \"cublas_bf16_us\": %.3f, "
                       "\"floor_us\": %.3f, \"bytes\": %.0f, \"pct_floor\": %.1f, \"x_cublas\": %.3f, "
-                      "\"plain_us\": %.3f, \"tiles_per_cta\": %d, \"warps\": %d}%s\n",
+                      "\"element_us\": %.3f, \"read_us\": %.3f, \"tiles_per_cta\": %d, \"warps\": %d}%s\n",
                    r.shape.n, r.shape.k, r.m, r.ours_us, r.cublas_us, r.floor_us, r.bytes,
-                   100.0 * r.floor_us / r.ours_us, r.cublas_us / r.ours_us, r.plain_us, r.tiles, r.warps,
+                   100.0 * r.floor_us / r.ours_us, r.cublas_us / r.ours_us, r.element_us, r.read_us, r.tiles,
+                   r.warps,
                    i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");
     std::fclose(f);
   }
+  CHECK(cudaFree(sink));
   CHECK(cudaStreamDestroy(stream));
   return 0;
 }

@@ -1,7 +1,8 @@
 // The GEMV's packed layout, checked on the host (runs everywhere, CI included): a model of
-// the device decode (PRMT byte tables + sign ORs, sm80_mxfp4_gemv.h) applied to every packed
-// word must give, at every mma fragment position, the weight the layout comment promises;
-// every scale byte must be the block scale of its row. Catches layout bugs without a GPU.
+// the device decode (PRMT table addresses into the lane-replicated byte table,
+// sm80_mxfp4_gemv.h) applied to every packed word must give, at every mma fragment position,
+// the weight the layout comment promises; every scale byte must be the block scale of its
+// row. Catches layout bugs without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -36,16 +37,18 @@ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   return d;
 }
 
-// The device's decode_word, step for step.
-void decode_word(uint32_t w, uint32_t (&a)[4]) {
-  const uint32_t mag = w & 0x77777777u, mag_hi = mag >> 16;
-  uint32_t hi0 = prmt(0x3f3f3f00u, 0x40404040u, mag), lo0 = prmt(0xc0800000u, 0xc0804000u, mag);
-  uint32_t hi1 = prmt(0x3f3f3f00u, 0x40404040u, mag_hi);
-  const uint32_t lo1 = prmt(0xc0800000u, 0xc0804000u, mag_hi);
-  hi0 |= w & 0x80808080u;
-  hi1 |= (w << 4) & 0x80808080u;
-  a[0] = prmt(lo0, hi0, 0x5140), a[1] = prmt(lo0, hi0, 0x7362);
-  a[2] = prmt(lo1, hi1, 0x5140), a[3] = prmt(lo1, hi1, 0x7362);
+// The device's decode_word: per register p, one PRMT gives the table offset, which must be
+// row b (a byte value) = offset / 256 at lane offset 4 * lane; the table's row b holds the
+// bf16x2 of b's two codes (here from format/'s E2M1 decode, independent of the device's).
+void decode_word(uint32_t w, uint32_t lane, uint32_t (&a)[4]) {
+  for (uint32_t p = 0; p < 4; ++p) {
+    const uint32_t offset = prmt(w, 4 * lane, 0x5504u | (p << 4));
+    ASSERT_LT(offset, kGemvLutBytes);
+    ASSERT_EQ(offset % 256, 4 * lane) << "a lane must read its own copy of the table";
+    const uint32_t b = offset / 256;
+    a[p] = uint32_t(f32_to_bf16(e2m1_decode(b & 0xf))) |
+           uint32_t(f32_to_bf16(e2m1_decode(b >> 4))) << 16;
+  }
 }
 
 TEST(Sm80Mxfp4GemvPack, DecodedFragmentsAreTheWeights) {
@@ -77,7 +80,7 @@ TEST(Sm80Mxfp4GemvPack, DecodedFragmentsAreTheWeights) {
               uint32_t word;
               std::memcpy(&word, &p.weights[(at * 32 + lane) * 16 + 4 * (2 * j + h)], 4);
               uint32_t a[4];
-              decode_word(word, a);
+              decode_word(word, uint32_t(lane), a);
               const size_t kb = chunk * 64 + 32 * j + 8 * t + 4 * h;
               const size_t r0 = tile * 16 + g, r1 = r0 + 8;
               const float want[8] = {element(r0, kb),     element(r0, kb + 1), element(r1, kb),

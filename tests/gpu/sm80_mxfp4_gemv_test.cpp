@@ -153,10 +153,11 @@ TEST(Sm80Mxfp4GemvScales, SpecialScaleCodesAreExact) {
     }
 }
 
-// The cp.async-pipelined variant (the BF16 default) and the plain kernel run the same
-// chunks in the same order per warp and reduce alike: their outputs must be bit-identical,
-// for every configuration the benchmark sweeps.
-TEST(Sm80Mxfp4GemvPipelined, BitIdenticalToThePlainKernel) {
+// Activations in 16-byte loads (the default where rows allow it) and element by element
+// (unaligned rows, K not a multiple of 16 bytes) feed the same fragments in the same order:
+// the outputs must be bit-identical, for BF16 and F32 activations, K with a partial last
+// 16-byte run (K = 172, F32) and every configuration the benchmark sweeps.
+TEST(Sm80Mxfp4GemvActivationLoads, VectorBitIdenticalToElementLoads) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     cudaGetLastError();
@@ -164,41 +165,47 @@ TEST(Sm80Mxfp4GemvPipelined, BitIdenticalToThePlainKernel) {
   }
   const uint64_t seed = test::linear_test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
-  for (auto [n, k] : {std::pair<size_t, size_t>{64, 2880}, {2880, 4096}, {33, 104}, {4097, 2880}})
-    for (size_t m : {1, 3, 8}) {
-      SCOPED_TRACE(testing::Message() << "N=" << n << " K=" << k << " M=" << m);
-      const LinearCase c{n, k, m, true, ActivationFormat::bf16, OutputFormat::f32};
-      const test::RandomLinear r = test::make_random_linear(c, seed + n + k + m);
-      const GemvPacked packed = mxfp4_gemv_pack(r.weights());
-      DeviceArray<uint8_t> w(packed.weights.size()), sc(packed.scales.size()), act(r.act.size());
-      DeviceArray<float> bias(n * 4), out(m * n * 4);
-      NIBBLE_CUDA_CHECK(cudaMemcpy(w.ptr, packed.weights.data(), packed.weights.size(), cudaMemcpyHostToDevice));
-      NIBBLE_CUDA_CHECK(cudaMemcpy(sc.ptr, packed.scales.data(), packed.scales.size(), cudaMemcpyHostToDevice));
-      NIBBLE_CUDA_CHECK(cudaMemcpy(act.ptr, r.act.data(), r.act.size(), cudaMemcpyHostToDevice));
-      NIBBLE_CUDA_CHECK(cudaMemcpy(bias.ptr, r.bias.data(), n * 4, cudaMemcpyHostToDevice));
-      GemvLaunch l;
-      l.weights = w.ptr, l.scales = sc.ptr, l.act = act.ptr, l.bias = bias.ptr, l.out = out.ptr;
-      l.n = n, l.k = k, l.m = m, l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
-      l.activation = ActivationFormat::bf16, l.output = OutputFormat::f32;
-      l.special_scales = packed.special_scales;
-      for (int tiles : {1, 2})
-        for (int warps : {2, 4, 8, 16}) {
-          std::vector<float> got[2];
-          for (int pipelined : {0, 1}) {
-            l.tiles_per_cta = tiles, l.warps = warps, l.pipelined = pipelined;
-            NIBBLE_CUDA_CHECK(cudaMemset(out.ptr, 0xff, m * n * 4));  // NaN poison
-            NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(l, nullptr)));
-            NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
-            got[pipelined].resize(m * n);
-            NIBBLE_CUDA_CHECK(cudaMemcpy(got[pipelined].data(), out.ptr, m * n * 4, cudaMemcpyDeviceToHost));
+  for (ActivationFormat format : {ActivationFormat::bf16, ActivationFormat::f32})
+    for (auto [n, k] : {std::pair<size_t, size_t>{64, 2880}, {2880, 4096}, {33, 104}, {4097, 2880},
+                        {40, 172}})
+      for (size_t m : {1, 3, 8}) {
+        SCOPED_TRACE(testing::Message() << activation_format_name(format) << " N=" << n
+                                        << " K=" << k << " M=" << m);
+        const LinearCase c{n, k, m, true, format, OutputFormat::f32};
+        const test::RandomLinear r = test::make_random_linear(c, seed + n + k + m);
+        const GemvPacked packed = mxfp4_gemv_pack(r.weights());
+        DeviceArray<uint8_t> w(packed.weights.size()), sc(packed.scales.size()), act(r.act.size());
+        DeviceArray<float> bias(n * 4), out(m * n * 4);
+        NIBBLE_CUDA_CHECK(cudaMemcpy(w.ptr, packed.weights.data(), packed.weights.size(), cudaMemcpyHostToDevice));
+        NIBBLE_CUDA_CHECK(cudaMemcpy(sc.ptr, packed.scales.data(), packed.scales.size(), cudaMemcpyHostToDevice));
+        NIBBLE_CUDA_CHECK(cudaMemcpy(act.ptr, r.act.data(), r.act.size(), cudaMemcpyHostToDevice));
+        NIBBLE_CUDA_CHECK(cudaMemcpy(bias.ptr, r.bias.data(), n * 4, cudaMemcpyHostToDevice));
+        GemvLaunch l;
+        l.weights = w.ptr, l.scales = sc.ptr, l.act = act.ptr, l.bias = bias.ptr, l.out = out.ptr;
+        l.n = n, l.k = k, l.m = m, l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
+        l.activation = format, l.output = OutputFormat::f32;
+        l.special_scales = packed.special_scales;
+        for (int tiles : {1, 2})
+          for (int warps : {2, 7, 16}) {
+            std::vector<float> got[2];
+            for (int vector : {0, 1}) {
+              if (vector && (k * (format == ActivationFormat::bf16 ? 2 : 4)) % 16 != 0) continue;
+              l.tiles_per_cta = tiles, l.warps = warps, l.act_vector = vector;
+              NIBBLE_CUDA_CHECK(cudaMemset(out.ptr, 0xff, m * n * 4));  // NaN poison
+              NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(l, nullptr)));
+              NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
+              got[vector].resize(m * n);
+              NIBBLE_CUDA_CHECK(cudaMemcpy(got[vector].data(), out.ptr, m * n * 4, cudaMemcpyDeviceToHost));
+            }
+            ASSERT_FALSE(got[0].empty());
+            if (got[1].empty()) continue;  // 16-byte loads cannot apply to this K
+            size_t differ = 0;
+            for (size_t i = 0; i < m * n; ++i)
+              differ += std::memcmp(&got[0][i], &got[1][i], 4) != 0 || std::isnan(got[1][i]);
+            EXPECT_EQ(differ, 0u) << "t" << tiles << "w" << warps << ": " << differ << " of "
+                                  << m * n << " outputs differ (or are NaN)";
           }
-          size_t differ = 0;
-          for (size_t i = 0; i < m * n; ++i)
-            differ += std::memcmp(&got[0][i], &got[1][i], 4) != 0 || std::isnan(got[1][i]);
-          EXPECT_EQ(differ, 0u) << "t" << tiles << "w" << warps << ": " << differ << " of " << m * n
-                                << " outputs differ (or are NaN)";
-        }
-    }
+      }
 }
 
 TEST(Sm80Mxfp4GemvRegistry, IsRegisteredAndRefusesLargeM) {

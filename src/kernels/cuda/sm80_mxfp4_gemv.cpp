@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "base/error.h"
 #include "base/thread_pool.h"
@@ -51,16 +50,11 @@ GemvPacked mxfp4_gemv_pack(const Mxfp4HostWeights& src) {
           for (size_t j = 0; j < 2; ++j)
             for (size_t h = 0; h < 2; ++h) {
               const size_t kb = chunk * kGemvChunkK + 32 * j + 8 * t + 4 * h;
-              const uint32_t e[8] = {code(r0, kb),     code(r0, kb + 1), code(r1, kb),
-                                     code(r1, kb + 1), code(r0, kb + 2), code(r0, kb + 3),
-                                     code(r1, kb + 2), code(r1, kb + 3)};
-              uint32_t word = 0;
-              for (size_t p = 0; p < 8; ++p) word |= (e[p] & 7u) << (4 * p);
-              for (size_t b = 0; b < 4; ++b) {
-                word |= (e[b] >> 3) << (8 * b + 7);      // signs of E0..E3
-                word |= (e[4 + b] >> 3) << (8 * b + 3);  // signs of E4..E7
+              uint8_t* word = out + 4 * (2 * j + h);
+              for (size_t p = 0; p < 4; ++p) {  // rows g, g+8, g, g+8; k pairs kb, kb, kb+2, kb+2
+                const size_t row = p % 2 ? r1 : r0, k = kb + 2 * (p / 2);
+                word[p] = uint8_t(code(row, k) | code(row, k + 1) << 4);
               }
-              std::memcpy(out + 4 * (2 * j + h), &word, 4);  // little-endian, as the GPU reads
             }
         }
         for (size_t g = 0; g < 8; ++g) {

@@ -4,17 +4,18 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "kernels/cuda/sm80_mxfp4_gemv.h"
 
 namespace nibble {
 namespace {
 
-// K chunks each warp keeps in flight per loop trip (4 x 16 B weights + activations): with
-// ~8-16 warps per SM that is 16-32 KB of weights in flight per SM, what the HBM latency x
-// bandwidth product needs (3 TB/s x ~0.7 us over 132 SMs).
-constexpr int kUnroll = 4;
-constexpr int kMaxWarps = 16;
+constexpr int kMaxWarps = int(kGemvMaxWarps);
+// Chunks a warp keeps in flight in registers (the one being decoded plus kDepth - 1 ahead):
+// with 16 warps and two tiles, 32 KB of weights per SM, what the HBM latency x bandwidth
+// product asks (4.8 TB/s x ~1 us over 132 SMs, ~36 KB) within ~10 %.
+constexpr int kDepth = 3;
 
 struct Params {
   const uint4* weights;
@@ -22,13 +23,13 @@ struct Params {
   const void* act;
   const float* bias;
   void* out;
-  int n, k, m, k_chunks, n_tiles;
-  bool out_bf16, act_vector, special_scales;
+  int n, k, m, k_chunks, n_groups;  // n_groups: tile groups of kTiles tiles
+  bool out_bf16, act_vector;
 };
 
-// E2M1 magnitude -> bf16 byte tables (sm80_mxfp4_gemv.h).
-constexpr uint32_t kHiLo = 0x3f3f3f00u, kHiHi = 0x40404040u;
-constexpr uint32_t kLoLo = 0xc0800000u, kLoHi = 0xc0804000u;
+__device__ __forceinline__ uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
 
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   uint32_t d;
@@ -36,18 +37,34 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
   return d;
 }
 
-// One packed word -> the four bf16x2 A-fragment registers (E0,E1) (E2,E3) (E4,E5) (E6,E7).
-__device__ __forceinline__ void decode_word(uint32_t w, uint32_t (&a)[4]) {
-  const uint32_t mag = w & 0x77777777u;
-  const uint32_t mag_hi = mag >> 16;
-  uint32_t hi0 = prmt(kHiLo, kHiHi, mag), lo0 = prmt(kLoLo, kLoHi, mag);
-  uint32_t hi1 = prmt(kHiLo, kHiHi, mag_hi), lo1 = prmt(kLoLo, kLoHi, mag_hi);
-  hi0 |= w & 0x80808080u;         // signs of E0..E3 (one LOP3)
-  hi1 |= (w << 4) & 0x80808080u;  // signs of E4..E7
-  a[0] = prmt(lo0, hi0, 0x5140);
-  a[1] = prmt(lo0, hi0, 0x7362);
-  a[2] = prmt(lo1, hi1, 0x5140);
-  a[3] = prmt(lo1, hi1, 0x7362);
+// ---- the decode table (sm80_mxfp4_gemv.h) ----------------------------------------------------
+// BF16 bits of an E2M1 code: magnitude 0 and 0.5 by hand, the rest 2^(e-1) (1 + m/2).
+__device__ __forceinline__ uint32_t e2m1_bf16_bits(uint32_t code) {
+  const uint32_t mag = code & 7;
+  const uint32_t bits = mag < 2 ? mag * 0x3f00u : (((mag >> 1) + 126) << 7) | ((mag & 1) << 6);
+  return bits | (code & 8) << 12;
+}
+
+// Row b (256 bytes) holds 32 copies, one per lane, of the bf16x2 of byte b's two codes; the
+// other half of the row is unused (the row stride is what one PRMT can produce, see below).
+// `table` is 64 KB-aligned in the shared window. Four 16-byte stores per thread at 512.
+__device__ __forceinline__ void build_lut(unsigned char* table) {
+  for (int e = threadIdx.x; e < 256 * 8; e += blockDim.x) {
+    const uint32_t b = e >> 3;
+    const uint32_t v = e2m1_bf16_bits(b & 15) | e2m1_bf16_bits(b >> 4) << 16;
+    *reinterpret_cast<uint4*>(table + b * 256 + (e & 7) * 16) = make_uint4(v, v, v, v);
+  }
+}
+
+// One packed word (4 bytes = 4 A-fragment registers) through the table. `lane_entry` is the
+// shared address of the lane's copy in row 0 (table + 4 * lane, the table 64 KB-aligned), so
+// the address of row b is lane_entry with b as byte 1: one PRMT of the word's byte p into it.
+__device__ __forceinline__ void decode_word(uint32_t lane_entry, uint32_t w, uint32_t (&a)[4]) {
+#pragma unroll
+  for (int p = 0; p < 4; ++p)
+    asm volatile("ld.shared.u32 %0, [%1];"
+                 : "=r"(a[p])
+                 : "r"(prmt(w, lane_entry, 0x7604u | (p << 4))));
 }
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -72,89 +89,93 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// The 8 activations act[row][k0 .. k0+7] as 4 bf16x2; zero past K and for rows >= M.
-// F32 activations become two BF16 terms, hi = bf16(a) and lo = bf16(a - hi), each multiplied
-// by the (exact) BF16 weights: about 16 significant bits of every activation survive, where
-// one BF16 term keeps 8 (NMSE ~1e-6, too coarse for an F32 path).
+// ---- one chunk's loads, held in registers ---------------------------------------------------
+// The 8 activations act[row][k0 .. k0+7] of a lane per block, as 4 bf16x2 (BF16) or 8 (F32:
+// two BF16 terms, hi = bf16(a) and lo = bf16(a - hi), each multiplied by the exact BF16
+// weights: about 16 significant bits of every activation survive, where one BF16 term keeps 8).
 template <typename Act>
-constexpr int kActRegs = sizeof(Act) == 2 ? 4 : 8;
+constexpr int kActWords = sizeof(Act) == 2 ? 4 : 8;  // raw 32-bit words per lane and block
 
-__device__ __forceinline__ void pack_split(const float (&v)[8], uint32_t (&b)[8]) {
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const __nv_bfloat162 hi = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-    const float2 back = __bfloat1622float2(hi);
-    b[i] = *reinterpret_cast<const uint32_t*>(&hi);
-    b[4 + i] = pack_bf16(v[2 * i] - back.x, v[2 * i + 1] - back.y);
-  }
-}
+template <typename Act, int kTiles>
+struct Chunk {
+  uint4 w[kTiles];                  // the lane's 16 weight bytes per tile
+  uint32_t s[kTiles];               // its scale word per tile
+  uint32_t a[2][kActWords<Act>];    // raw activations (BF16 pairs or F32 bits) per block
+};
 
+// Raw activations of one block: 16-byte loads where rows allow (act_vector: rows 16-byte
+// aligned, K x element size a multiple of 16) and the run lies inside K, else element by
+// element; zero past K and for rows >= M.
 template <typename Act>
 __device__ __forceinline__ void load_act(const Params& p, int row, int k0,
-                                         uint32_t (&b)[kActRegs<Act>]) {
+                                         uint32_t (&a)[kActWords<Act>]) {
 #pragma unroll
-  for (int i = 0; i < kActRegs<Act>; ++i) b[i] = 0;
+  for (int i = 0; i < kActWords<Act>; ++i) a[i] = 0;
   if (row >= p.m) return;
   const Act* src = static_cast<const Act*>(p.act) + size_t(row) * p.k + k0;
   if (p.act_vector && k0 + 8 <= p.k) {
-    if constexpr (sizeof(Act) == 2) {
-      const uint4 v = __ldg(reinterpret_cast<const uint4*>(src));
-      b[0] = v.x, b[1] = v.y, b[2] = v.z, b[3] = v.w;
-    } else {
-      const float4 x = __ldg(reinterpret_cast<const float4*>(src));
-      const float4 y = __ldg(reinterpret_cast<const float4*>(src) + 1);
-      const float v[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
-      if constexpr (kActRegs<Act> == 8) pack_split(v, b);
+#pragma unroll
+    for (int q = 0; q < kActWords<Act> / 4; ++q) {
+      const uint4 v = __ldg(reinterpret_cast<const uint4*>(src) + q);
+      a[4 * q] = v.x, a[4 * q + 1] = v.y, a[4 * q + 2] = v.z, a[4 * q + 3] = v.w;
     }
     return;
   }
-  float v[8];
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
-    v[i] = 0.0f;
-    if (k0 + i < p.k) {
-      if constexpr (sizeof(Act) == 2)
-        v[i] = __bfloat162float(src[i]);
-      else
-        v[i] = src[i];
-    }
+    if (k0 + i >= p.k) break;
+    if constexpr (sizeof(Act) == 2)
+      a[i / 2] |= uint32_t(__bfloat16_as_ushort(src[i])) << (16 * (i % 2));
+    else
+      a[i] = __float_as_uint(src[i]);
   }
-  if constexpr (kActRegs<Act> == 8) {
-    pack_split(v, b);
+}
+
+// The B fragments of one block: BF16 as loaded; F32 split into hi (b[0..3]) and lo (b[4..7]).
+template <typename Act>
+__device__ __forceinline__ void act_fragments(const uint32_t (&a)[kActWords<Act>],
+                                              uint32_t (&b)[kActWords<Act>]) {
+  if constexpr (sizeof(Act) == 2) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) b[i] = a[i];
   } else {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) b[i] = pack_bf16(v[2 * i], v[2 * i + 1]);
+    for (int i = 0; i < 4; ++i) {
+      const float x = __uint_as_float(a[2 * i]), y = __uint_as_float(a[2 * i + 1]);
+      const __nv_bfloat162 hi = __floats2bfloat162_rn(x, y);
+      const float2 back = __bfloat1622float2(hi);
+      b[i] = *reinterpret_cast<const uint32_t*>(&hi);
+      b[4 + i] = pack_bf16(x - back.x, y - back.y);
+    }
   }
 }
 
 // One K chunk (two MX blocks) of kTiles tiles into the accumulators: decode, mma, and the
-// blocks' power-of-two scales applied to their partial sums.
-template <typename Act, int kTiles>
-__device__ __forceinline__ void accumulate_chunk(const Params& p, const uint4 (&w)[kTiles],
-                                                 const uint32_t (&s)[kTiles],
-                                                 const uint32_t (&b)[2][kActRegs<Act>],
+// blocks' power-of-two scales applied to their partial sums (kSpecial: the exact path for
+// scale codes 0 and 255).
+template <typename Act, int kTiles, bool kSpecial>
+__device__ __forceinline__ void accumulate_chunk(uint32_t lane_entry, const Chunk<Act, kTiles>& ch,
                                                  float (&acc)[kTiles][4]) {
+  uint32_t b[2][kActWords<Act>];
+  act_fragments<Act>(ch.a[0], b[0]);
+  act_fragments<Act>(ch.a[1], b[1]);
 #pragma unroll
   for (int tt = 0; tt < kTiles; ++tt) {
-    const uint32_t words[4] = {w[tt].x, w[tt].y, w[tt].z, w[tt].w};
+    const uint32_t words[4] = {ch.w[tt].x, ch.w[tt].y, ch.w[tt].z, ch.w[tt].w};
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
       float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       uint32_t a[4];
-      decode_word(words[2 * j], a);
+      decode_word(lane_entry, words[2 * j], a);
       mma_bf16(c, a, b[j][0], b[j][1]);
-      if constexpr (kActRegs<Act> == 8) mma_bf16(c, a, b[j][4], b[j][5]);
-      decode_word(words[2 * j + 1], a);
+      if constexpr (kActWords<Act> == 8) mma_bf16(c, a, b[j][4], b[j][5]);
+      decode_word(lane_entry, words[2 * j + 1], a);
       mma_bf16(c, a, b[j][2], b[j][3]);
-      if constexpr (kActRegs<Act> == 8) mma_bf16(c, a, b[j][6], b[j][7]);
-      const uint32_t e_g = (s[tt] >> (8 * j)) & 0xff;
-      const uint32_t e_g8 = (s[tt] >> (8 * j + 16)) & 0xff;
-      float sg, sg8;
-      if (p.special_scales) {
-        sg = scale_exact(e_g), sg8 = scale_exact(e_g8);
-      } else {
-        sg = scale_fast(e_g), sg8 = scale_fast(e_g8);
-      }
+      if constexpr (kActWords<Act> == 8) mma_bf16(c, a, b[j][6], b[j][7]);
+      const uint32_t e_g = (ch.s[tt] >> (8 * j)) & 0xff;
+      const uint32_t e_g8 = (ch.s[tt] >> (8 * j + 16)) & 0xff;
+      const float sg = kSpecial ? scale_exact(e_g) : scale_fast(e_g);
+      const float sg8 = kSpecial ? scale_exact(e_g8) : scale_fast(e_g8);
       acc[tt][0] = fmaf(c[0], sg, acc[tt][0]);
       acc[tt][1] = fmaf(c[1], sg, acc[tt][1]);
       acc[tt][2] = fmaf(c[2], sg8, acc[tt][2]);
@@ -163,8 +184,9 @@ __device__ __forceinline__ void accumulate_chunk(const Params& p, const uint4 (&
   }
 }
 
-// Cross-warp reduction: red[warp][tile][reg][lane] (blockDim.x / 32 * kTiles * 128 floats of
-// shared memory), summed in warp order (deterministic); bias, format, and the output store.
+// Cross-warp reduction: red[warp][tile][reg][lane] (warps * kTiles * 128 floats), summed in
+// warp order (deterministic); bias, format, and the output store. Two barriers: the buffer is
+// free again when it returns.
 template <int kTiles>
 __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&acc)[kTiles][4],
                                                  float* red, int tile0) {
@@ -188,208 +210,148 @@ __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&
     else
       static_cast<float*>(p.out)[at] = sum;
   }
-}
-
-// One CTA: kTiles tiles of 16 rows; its warps split the K chunks (chunk = warp, warp + W, ...),
-// each keeping kUnroll chunks of loads in flight, then reduce through shared memory.
-template <typename Act, int kTiles>
-__global__ void __launch_bounds__(kMaxWarps * 32)
-    mxfp4_gemv_kernel(const Params p) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  const int g = lane >> 2, t = lane & 3;
-  const int tile0 = blockIdx.x * kTiles;
-
-  float acc[kTiles][4] = {};
-  for (int base = warp; base < p.k_chunks; base += warps * kUnroll) {
-    uint4 w[kUnroll][kTiles];
-    uint32_t s[kUnroll][kTiles];
-    uint32_t b[kUnroll][2][kActRegs<Act>];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int chunk = base + u * warps;
-      if (chunk < p.k_chunks) {
-#pragma unroll
-        for (int tt = 0; tt < kTiles; ++tt) {
-          const size_t at = size_t(tile0 + tt) * p.k_chunks + chunk;
-          w[u][tt] = __ldcs(p.weights + at * 32 + lane);  // streamed once: evict first
-          s[u][tt] = __ldg(p.scales + at * 8 + g);
-        }
-        load_act<Act>(p, g, chunk * 64 + 8 * t, b[u][0]);
-        load_act<Act>(p, g, chunk * 64 + 32 + 8 * t, b[u][1]);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (base + u * warps >= p.k_chunks) break;
-      accumulate_chunk<Act, kTiles>(p, w[u], s[u], b[u], acc);
-    }
-  }
-
-  extern __shared__ float red[];
-  reduce_and_store<kTiles>(p, acc, red, tile0);
-}
-
-
-// ---- the pipelined variant (BF16 activations) ------------------------------------------------
-// The kernel above waits for each trip's loads before it decodes them, so a warp's loads and
-// its math never overlap: the memory system idles while the SMs decode (docs/perf.md). Here
-// every warp streams its chunks through a ring of kStages shared-memory stages filled by
-// cp.async: while it decodes chunk i, chunks i+1 .. i+kStages-1 are in flight, and the loads
-// hold no registers. Each lane copies exactly the bytes it later reads (its 16 weight bytes
-// per tile, its scale word, its two 16-byte activation runs), so a lane only waits for its
-// own copies (cp.async.wait_group): no barrier inside the loop.
-//
-//   ring of warp w: kStages x [ weights kTiles x 32 lanes x 16 B | activations 2 x 32 x 16 B |
-//                               scales kTiles x 32 lanes x 4 B ]
-//
-// Needs BF16 activation rows that are 16-byte aligned with K % 8 == 0 (every 16-byte run lies
-// inside a row; runs past K are zero-filled by cp.async's src-size).
-constexpr int kStages = 4;  // 3 chunks in flight per warp: 24-48 KB per SM at 8-16 warps
-
-template <int kTiles>
-constexpr int kStageBytes = kTiles * 512 + 2 * 512 + kTiles * 128;
-
-__device__ __forceinline__ uint32_t shared_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared_address(dst)), "l"(src),
-               "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(shared_address(dst)), "l"(src)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+  __syncthreads();
 }
 
 template <int kTiles>
-__global__ void __launch_bounds__(kMaxWarps * 32)
-    mxfp4_gemv_pipelined_kernel(const Params p) {
-  using Act = __nv_bfloat16;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  const int g = lane >> 2, t = lane & 3;
-  const int tile0 = blockIdx.x * kTiles;
+__host__ __device__ constexpr size_t reduce_bytes(int warps) { return size_t(warps) * kTiles * 128 * sizeof(float); }
+// The reduction buffer, then up to 64 KB of padding so the table starts 64 KB-aligned in the
+// shared window (its base is not known at compile time: sm_90 reserves the first 1 KB).
+template <int kTiles>
+constexpr size_t shared_bytes(int warps) { return reduce_bytes<kTiles>(warps) + 2 * kGemvLutBytes; }
+
+// The kernel: a persistent grid; CTA c takes tile groups c, c + grid, ...; within a group its
+// warps split the K chunks (chunk = warp, warp + W, ...). Each warp streams its chunks, across
+// group boundaries, through a register pipeline: the loads of chunk i + kDepth - 1 are issued
+// before chunk i is decoded, so they are in flight while it is (and while a group is reduced).
+// The loop is unrolled by kDepth so every pipeline slot is a fixed set of registers.
+template <typename Act, int kTiles, bool kSpecial>
+__global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params p) {
   extern __shared__ __align__(16) unsigned char smem[];
-  unsigned char* ring = smem + size_t(warp) * kStages * kStageBytes<kTiles>;
-  const bool has_row = g < p.m;  // B column g: activation row g, zero for rows >= M
-  const Act* act_row = static_cast<const Act*>(p.act) + size_t(has_row ? g : 0) * p.k;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  float* red = reinterpret_cast<float*>(smem);
+  const uint32_t after_red = shared_address(smem) + uint32_t(reduce_bytes<kTiles>(warps));
+  const uint32_t table = (after_red + kGemvLutBytes - 1) & ~uint32_t(kGemvLutBytes - 1);
+  const uint32_t lane_entry = table + 4 * lane;
 
-  const auto weights_at = [&](int stage) { return reinterpret_cast<uint4*>(ring + stage * kStageBytes<kTiles>); };
-  const auto acts_at = [&](int stage) { return weights_at(stage) + kTiles * 32; };
-  const auto scales_at = [&](int stage) { return reinterpret_cast<uint32_t*>(acts_at(stage) + 64); };
-  const auto issue = [&](int stage, int chunk) {
+  const int per_group = warp < p.k_chunks ? (p.k_chunks - warp + warps - 1) / warps : 0;
+  const int groups = int(blockIdx.x) < p.n_groups ? (p.n_groups - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const int total = per_group * groups;
+  int next_group = blockIdx.x, next_index = 0;  // the load cursor, in consumption order
+  const auto load = [&](Chunk<Act, kTiles>& ch) {
+    const int chunk = warp + next_index * warps;
 #pragma unroll
     for (int tt = 0; tt < kTiles; ++tt) {
-      const size_t at = size_t(tile0 + tt) * p.k_chunks + chunk;
-      cp_async16(weights_at(stage) + tt * 32 + lane, p.weights + at * 32 + lane, 16);
-      cp_async4(scales_at(stage) + tt * 32 + lane, p.scales + at * 8 + g);
+      const size_t at = size_t(next_group * kTiles + tt) * p.k_chunks + chunk;
+      ch.w[tt] = __ldcs(p.weights + at * 32 + lane);  // streamed once: evict first
+      ch.s[tt] = __ldg(p.scales + at * 8 + g);
     }
-    if (has_row)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int k0 = chunk * 64 + 32 * j + 8 * t;
-        const int bytes = k0 < p.k ? 2 * min(8, p.k - k0) : 0;
-        cp_async16(acts_at(stage) + j * 32 + lane, bytes ? act_row + k0 : act_row, bytes);
-      }
+    load_act<Act>(p, g, chunk * 64 + 8 * t, ch.a[0]);
+    load_act<Act>(p, g, chunk * 64 + 32 + 8 * t, ch.a[1]);
+    if (++next_index == per_group) next_index = 0, next_group += gridDim.x;
   };
 
-  // This warp's chunks: warp, warp + warps, ...
-  const int mine = warp < p.k_chunks ? (p.k_chunks - warp + warps - 1) / warps : 0;
+  Chunk<Act, kTiles> slot[kDepth];
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i < mine) issue(i, warp + i * warps);
-    cp_async_commit();  // empty groups too: the wait below counts groups
+  for (int d = 0; d < kDepth - 1; ++d)
+    if (d < total) load(slot[d]);
+  build_lut(smem + (table - shared_address(smem)));  // while the first loads are in flight
+  __syncthreads();
+
+  // Warps with no chunks (K shorter than the warps) still take part in every reduction.
+  if (total == 0) {
+    const float zero[kTiles][4] = {};
+    for (int group = blockIdx.x; group < p.n_groups; group += gridDim.x)
+      reduce_and_store<kTiles>(p, zero, red, group * kTiles);
+    return;
   }
   float acc[kTiles][4] = {};
-  for (int i = 0; i < mine; ++i) {
-    const int ahead = i + kStages - 1;
-    if (ahead < mine) issue(ahead % kStages, warp + ahead * warps);
-    cp_async_commit();
-    cp_async_wait<kStages - 1>();  // chunk i's group is complete
-    const int stage = i % kStages;
-    uint4 w[kTiles];
-    uint32_t s[kTiles];
-    uint32_t b[2][kActRegs<Act>];
+  int left = per_group, group = blockIdx.x;  // chunks left in the current group
+  for (int i = 0; i < total; i += kDepth) {
 #pragma unroll
-    for (int tt = 0; tt < kTiles; ++tt) {
-      w[tt] = weights_at(stage)[tt * 32 + lane];
-      s[tt] = scales_at(stage)[tt * 32 + lane];
-    }
+    for (int d = 0; d < kDepth; ++d) {
+      if (i + d >= total) break;
+      if (i + d + kDepth - 1 < total) load(slot[(d + kDepth - 1) % kDepth]);
+      accumulate_chunk<Act, kTiles, kSpecial>(lane_entry, slot[d], acc);
+      if (--left == 0) {
+        reduce_and_store<kTiles>(p, acc, red, group * kTiles);
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const uint4 v = has_row ? acts_at(stage)[j * 32 + lane] : make_uint4(0, 0, 0, 0);
-      b[j][0] = v.x, b[j][1] = v.y, b[j][2] = v.z, b[j][3] = v.w;
-    }
-    accumulate_chunk<Act, kTiles>(p, w, s, b, acc);
-  }
-  cp_async_wait<0>();
-  __syncthreads();  // the rings become the reduction buffer
-  reduce_and_store<kTiles>(p, acc, reinterpret_cast<float*>(smem), tile0);
-}
-
-size_t pipelined_smem_bytes(int tiles, int warps) {
-  const size_t ring = size_t(warps) * kStages * (tiles == 2 ? kStageBytes<2> : kStageBytes<1>);
-  const size_t red = size_t(warps) * tiles * 128 * sizeof(float);
-  return std::max(ring, red);
-}
-
-// The instantiated configurations, and why each exists:
-//   <bf16, 2>, <f32, 2>: the default: two tiles share each activation load, halving the
-//                        L2 -> SM activation traffic (N / 16 CTAs x M x K x 2 bytes at
-//                        one tile), fastest or tied on every measured shape.
-//   <bf16, 1>, <f32, 1>: kept for the benchmark's --sweep (within 5% on qkv/gate_up).
-//   pipelined <2>, <1>:  BF16 activations, 16-byte aligned rows, K % 8 == 0: the default
-//                        where it applies (docs/perf.md); the plain kernel stays for F32
-//                        activations, odd K and the benchmark's comparison.
-template <typename Act>
-cudaError_t launch_for(const Params& p, int tiles, int warps, bool pipelined, cudaStream_t stream) {
-  const int ctas = (p.n_tiles + tiles - 1) / tiles;
-  if constexpr (sizeof(Act) == 2) {
-    if (pipelined) {
-      const size_t smem = pipelined_smem_bytes(tiles, warps);
-      // Above 48 KB of dynamic shared memory a kernel must opt in, once per device.
-      static const cudaError_t opt_in = [] {
-        const int most = int(pipelined_smem_bytes(2, kMaxWarps));
-        cudaError_t e = cudaFuncSetAttribute(mxfp4_gemv_pipelined_kernel<2>,
-                                             cudaFuncAttributeMaxDynamicSharedMemorySize, most);
-        if (e == cudaSuccess)
-          e = cudaFuncSetAttribute(mxfp4_gemv_pipelined_kernel<1>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, most);
-        return e;
-      }();
-      if (opt_in != cudaSuccess) return opt_in;
-      if (tiles == 2)
-        mxfp4_gemv_pipelined_kernel<2><<<ctas, warps * 32, smem, stream>>>(p);
-      else
-        mxfp4_gemv_pipelined_kernel<1><<<ctas, warps * 32, smem, stream>>>(p);
-      return cudaGetLastError();
+        for (int tt = 0; tt < kTiles; ++tt)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) acc[tt][r] = 0.0f;
+        left = per_group, group += gridDim.x;
+      }
     }
   }
-  const size_t smem = size_t(warps) * tiles * 128 * sizeof(float);
-  if (tiles == 2)
-    mxfp4_gemv_kernel<Act, 2><<<ctas, warps * 32, smem, stream>>>(p);
-  else
-    mxfp4_gemv_kernel<Act, 1><<<ctas, warps * 32, smem, stream>>>(p);
+}
+
+// Per instantiated kernel, once: the opt-in to more than 48 KB of dynamic shared memory (up
+// to the device's limit), and how many CTAs of each warp count fit on one SM.
+struct KernelSlot {
+  std::atomic<int> opt_in{0};  // 0 unknown, 1 done, -error
+  std::atomic<int> per_sm[kMaxWarps + 1];
+};
+
+template <typename Act, int kTiles, bool kSpecial>
+cudaError_t launch_one(const Params& p, int warps, int multiprocessors, cudaStream_t stream) {
+  static KernelSlot slot;
+  const auto kernel = mxfp4_gemv_kernel<Act, kTiles, kSpecial>;
+  const size_t smem = shared_bytes<kTiles>(warps);
+  if (slot.opt_in.load() == 0) {
+    int device = 0, most = 0;
+    cudaError_t e = cudaGetDevice(&device);
+    if (e == cudaSuccess)
+      e = cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+    slot.opt_in.store(e == cudaSuccess ? 1 : -int(e));
+  }
+  if (slot.opt_in.load() < 0) return cudaError_t(-slot.opt_in.load());
+  int per_sm = slot.per_sm[warps].load();
+  if (per_sm == 0) {
+    const cudaError_t e =
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, warps * 32, smem);
+    if (e != cudaSuccess) return e;
+    if (per_sm == 0) return cudaErrorInvalidConfiguration;  // does not fit on this device
+    slot.per_sm[warps].store(per_sm);
+  }
+  const int grid = std::min(p.n_groups, per_sm * multiprocessors);
+  kernel<<<grid, warps * 32, smem, stream>>>(p);
   return cudaGetLastError();
+}
+
+// The instantiated configurations: tiles 2 (the default: two tiles share each activation
+// load, halving the L2 -> SM activation traffic) and 1 (the benchmark's --sweep), each with
+// the fast and the exact scale path.
+template <typename Act>
+cudaError_t launch_for(const Params& p, int tiles, int warps, bool special, int sms,
+                       cudaStream_t stream) {
+  if (tiles == 2)
+    return special ? launch_one<Act, 2, true>(p, warps, sms, stream)
+                   : launch_one<Act, 2, false>(p, warps, sms, stream);
+  return special ? launch_one<Act, 1, true>(p, warps, sms, stream)
+                 : launch_one<Act, 1, false>(p, warps, sms, stream);
+}
+
+bool act_vector_possible(const GemvLaunch& l) {
+  const size_t elem = l.activation == ActivationFormat::bf16 ? 2 : 4;
+  return reinterpret_cast<uintptr_t>(l.act) % 16 == 0 && (l.k * elem) % 16 == 0;
 }
 
 }  // namespace
 
+size_t mxfp4_gemv_shared_bytes(int tiles_per_cta, int warps) {
+  return tiles_per_cta == 2 ? shared_bytes<2>(warps) : shared_bytes<1>(warps);
+}
+
 void mxfp4_gemv_default_config(const GemvLaunch& l, int* tiles_per_cta, int* warps) {
-  // Measured on an H100 (docs/perf.md, the --sweep table): two tiles per CTA won or tied on
-  // every shape, and the best warp count kept about 1500-2000 warps in the grid (16 warps for
-  // N = 2880..4096, 8 for 5120..5760, 2 for the 201088-row lm_head).
-  const size_t ctas = std::max<size_t>(l.n_pad / kGemvRowsPerTile / 2, 1);
-  const size_t warps_wanted = std::clamp<size_t>(2048 / ctas, 2, kMaxWarps);
-  size_t pow2 = 1;
-  while (pow2 * 2 <= warps_wanted) pow2 *= 2;
+  // Two tiles per CTA, 16 warps (fewer where K has fewer chunks). One CTA per SM holds the
+  // 64 KB table, so that CTA's warps are all the SM's memory parallelism: on the H200, time
+  // fell 1.4x from 8 to 16 warps and no further at 20; 15 warps, which split K = 2880 evenly
+  // (45 chunks), were 1-6 % slower than 16 (docs/perf.md).
   *tiles_per_cta = 2;
-  *warps = int(std::clamp<size_t>(std::min(pow2, l.k_chunks), 1, kMaxWarps));
+  *warps = int(std::clamp<size_t>(l.k_chunks, 1, kMaxWarps));
 }
 
 int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
@@ -401,6 +363,8 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   if (tiles == 0) tiles = def_tiles;
   if (warps == 0) warps = def_warps;
   if ((tiles != 1 && tiles != 2) || warps < 1 || warps > kMaxWarps) return cudaErrorInvalidValue;
+  const bool vector_possible = act_vector_possible(l);
+  if (l.act_vector == 1 && !vector_possible) return cudaErrorInvalidValue;
 
   Params p{};
   p.weights = static_cast<const uint4*>(l.weights);
@@ -410,23 +374,19 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   p.out = l.out;
   p.n = int(l.n), p.k = int(l.k), p.m = int(l.m);
   p.k_chunks = int(l.k_chunks);
-  p.n_tiles = int(l.n_pad / kGemvRowsPerTile);
+  p.n_groups = int(l.n_pad / kGemvRowsPerTile / tiles);
   p.out_bf16 = l.output == OutputFormat::bf16;
-  p.special_scales = l.special_scales;
-  const size_t elem = l.activation == ActivationFormat::bf16 ? 2 : 4;
-  p.act_vector = (reinterpret_cast<uintptr_t>(l.act) % 16 == 0) && (l.k * elem) % 16 == 0;
-  const bool can_pipeline = l.activation == ActivationFormat::bf16 && p.act_vector;
-  if (l.pipelined == 1 && !can_pipeline) return cudaErrorInvalidValue;
-  const bool pipelined = can_pipeline && l.pipelined != 0;
+  p.act_vector = vector_possible && l.act_vector != 0;
   const auto s = static_cast<cudaStream_t>(stream);
   return l.activation == ActivationFormat::bf16
-             ? launch_for<__nv_bfloat16>(p, tiles, warps, pipelined, s)
-             : launch_for<float>(p, tiles, warps, false, s);
+             ? launch_for<__nv_bfloat16>(p, tiles, warps, l.special_scales, l.multiprocessors, s)
+             : launch_for<float>(p, tiles, warps, l.special_scales, l.multiprocessors, s);
 }
 
 int mxfp4_gemv_binary_version() {
   cudaFuncAttributes attr{};
-  const cudaError_t status = cudaFuncGetAttributes(&attr, mxfp4_gemv_kernel<__nv_bfloat16, 1>);
+  const cudaError_t status =
+      cudaFuncGetAttributes(&attr, mxfp4_gemv_kernel<__nv_bfloat16, 2, false>);
   if (status != cudaSuccess) {
     cudaGetLastError();
     return -int(status);
