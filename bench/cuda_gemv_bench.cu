@@ -15,7 +15,7 @@
 //     device, launch and ramp-up included, for the small shapes where those weigh;
 //   - element: ours with the activations read element by element instead of 16 bytes at a time.
 // Floor = (packed weight + scale + activation + output bytes) / copy bandwidth.
-// --sweep also times every (tiles per CTA, warps) configuration of ours and prints the best.
+// --sweep also times configurations of ours (tiles per CTA, warps per CTA, warps per team).
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -154,7 +154,7 @@ struct Result {
   Shape shape;
   size_t m;
   double ours_us, element_us, read_us, cublas_us, floor_us, bytes;
-  int tiles, warps;
+  int tiles, warps, team;
 };
 
 // cuBLAS BF16: out[M,N] = act[M,K] W[N,K]^T as column-major C[N,M] = op_T(W[K,N]) act[K,M].
@@ -302,29 +302,26 @@ int main(int argc, char** argv) {
       l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
       l.activation = ActivationFormat::bf16, l.output = OutputFormat::bf16;
       l.multiprocessors = prop.multiProcessorCount;
-      const auto ours = [&](int tiles, int warps, int act_vector = -1) {
+      const auto ours = [&](int tiles, int warps, int team, int act_vector = -1) {
         GemvLaunch li = l;
-        li.tiles_per_cta = tiles, li.warps = warps, li.act_vector = act_vector;
+        li.tiles_per_cta = tiles, li.warps = warps, li.team = team, li.act_vector = act_vector;
         return time_graph(stream, calls, reps, [&](int i) {
           li.weights = w[i % copies], li.scales = sc[i % copies];
           CHECK(cudaError_t(mxfp4_gemv_launch(li, stream)));
         });
       };
-      Result r{s, m, 0, 0, read_us, 0, 0, 0, 0, 0};
-      mxfp4_gemv_default_config(l, &r.tiles, &r.warps);
-      r.ours_us = ours(r.tiles, r.warps);
-      r.element_us = ours(r.tiles, r.warps, 0);
+      Result r{s, m, 0, 0, read_us, 0, 0, 0, 0, 0, 0};
+      mxfp4_gemv_default_config(l, &r.tiles, &r.warps, &r.team);
+      r.ours_us = ours(r.tiles, r.warps, r.team);
+      r.element_us = ours(r.tiles, r.warps, r.team, 0);
       if (sweep) {
-        for (int act_vector : {1, 0}) {
-          std::printf("  sweep %-22s M=%zu %s:", s.name, m, act_vector ? "vector" : "element");
-          for (int tiles : {1, 2})
-            for (int warps : {4, 8, 12, 16}) {
-              const double us = ours(tiles, warps, act_vector);
-              std::printf(" t%dw%d=%.2f", tiles, warps, us);
-            }
-          std::printf("  (default t%dw%d)\n", r.tiles, r.warps);
-        }
-
+        std::printf("  sweep %-22s M=%zu:", s.name, m);
+        for (int tiles : {1, 2})
+          for (int team : {1, 2, 4, 8, 16})
+            std::printf(" t%dw16g%d=%.2f", tiles, team, ours(tiles, 16, team));
+        for (int warps : {4, 8})
+          std::printf(" t2w%dg%d=%.2f", warps, warps, ours(2, warps, warps));
+        std::printf("  (default t%dw%dg%d)\n", r.tiles, r.warps, r.team);
       }
       r.cublas_us = lt.best_us(stream, s.n, s.k, m, wb, act, out, std::max(5, reps / 3), calls);
       r.bytes = double(packed.n_pad) / packed.n_pad * (double(s.n) * s.k / 2 + double(s.n) * bpr) +
@@ -341,10 +338,10 @@ int main(int argc, char** argv) {
   std::printf("\n| shape | M | ours us | GB/s | %% of floor | floor us | read us | cuBLAS BF16 us | x cuBLAS | element us | config |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Result& r : results)
-    std::printf("| %s | %zu | %.2f | %.0f | %.0f%% | %.2f | %.2f | %.2f | %.2f | %.2f | t%dw%d |\n",
+    std::printf("| %s | %zu | %.2f | %.0f | %.0f%% | %.2f | %.2f | %.2f | %.2f | %.2f | t%dw%dg%d |\n",
                 r.shape.name, r.m, r.ours_us, r.bytes / (r.ours_us * 1e-6) / 1e9,
                 100.0 * r.floor_us / r.ours_us, r.floor_us, r.read_us, r.cublas_us,
-                r.cublas_us / r.ours_us, r.element_us, r.tiles, r.warps);
+                r.cublas_us / r.ours_us, r.element_us, r.tiles, r.warps, r.team);
   if (json_path) {
     FILE* f = std::fopen(json_path, "w");
     if (!f) {
@@ -358,11 +355,10 @@ int main(int argc, char** argv) {
       const Result& r = results[i];
       std::fprintf(f, "  {\"n\": %zu, \"k\": %zu, \"m\": %zu, \"ours_us\": %.3f, \"cublas_bf16_us\": %.3f, "
                       "\"floor_us\": %.3f, \"bytes\": %.0f, \"pct_floor\": %.1f, \"x_cublas\": %.3f, "
-                      "\"element_us\": %.3f, \"read_us\": %.3f, \"tiles_per_cta\": %d, \"warps\": %d}%s\n",
+                      "\"element_us\": %.3f, \"read_us\": %.3f, \"tiles_per_cta\": %d, \"warps\": %d, \"team\": %d}%s\n",
                    r.shape.n, r.shape.k, r.m, r.ours_us, r.cublas_us, r.floor_us, r.bytes,
                    100.0 * r.floor_us / r.ours_us, r.cublas_us / r.ours_us, r.element_us, r.read_us, r.tiles,
-                   r.warps,
-                   i + 1 < results.size() ? "," : "");
+                   r.warps, r.team, i + 1 < results.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");
     std::fclose(f);

@@ -186,11 +186,11 @@ TEST(Sm80Mxfp4GemvActivationLoads, VectorBitIdenticalToElementLoads) {
         l.activation = format, l.output = OutputFormat::f32;
         l.special_scales = packed.special_scales;
         for (int tiles : {1, 2})
-          for (int warps : {2, 7, 16}) {
+          for (auto [warps, team] : {std::pair{2, 2}, {7, 7}, {16, 16}, {16, 4}, {16, 1}}) {
             std::vector<float> got[2];
             for (int vector : {0, 1}) {
               if (vector && (k * (format == ActivationFormat::bf16 ? 2 : 4)) % 16 != 0) continue;
-              l.tiles_per_cta = tiles, l.warps = warps, l.act_vector = vector;
+              l.tiles_per_cta = tiles, l.warps = warps, l.team = team, l.act_vector = vector;
               NIBBLE_CUDA_CHECK(cudaMemset(out.ptr, 0xff, m * n * 4));  // NaN poison
               NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(l, nullptr)));
               NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
@@ -202,7 +202,7 @@ TEST(Sm80Mxfp4GemvActivationLoads, VectorBitIdenticalToElementLoads) {
             size_t differ = 0;
             for (size_t i = 0; i < m * n; ++i)
               differ += std::memcmp(&got[0][i], &got[1][i], 4) != 0 || std::isnan(got[1][i]);
-            EXPECT_EQ(differ, 0u) << "t" << tiles << "w" << warps << ": " << differ << " of "
+            EXPECT_EQ(differ, 0u) << "t" << tiles << "w" << warps << "g" << team << ": " << differ << " of "
                                   << m * n << " outputs differ (or are NaN)";
           }
       }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 
 #include "kernels/cuda/sm80_mxfp4_gemv.h"
 
@@ -24,6 +25,7 @@ struct Params {
   const float* bias;
   void* out;
   int n, k, m, k_chunks, n_groups;  // n_groups: tile groups of kTiles tiles
+  int team;                         // warps per group (a power of two dividing the CTA's)
   bool out_bf16, act_vector;
 };
 
@@ -184,21 +186,30 @@ __device__ __forceinline__ void accumulate_chunk(uint32_t lane_entry, const Chun
   }
 }
 
-// Cross-warp reduction: red[warp][tile][reg][lane] (warps * kTiles * 128 floats), summed in
-// warp order (deterministic); bias, format, and the output store. Two barriers: the buffer is
-// free again when it returns.
+// The team's barrier: named barrier 1 + team index over the team's warps (a one-warp team
+// needs only its own convergence).
+__device__ __forceinline__ void team_sync(int team_index, int team_warps) {
+  if (team_warps == 1)
+    __syncwarp();
+  else
+    asm volatile("bar.sync %0, %1;" ::"r"(1 + team_index), "r"(team_warps * 32) : "memory");
+}
+
+// Cross-warp reduction within a team: red[warp in team][tile][reg][lane] (the team's region of
+// team * kTiles * 128 floats), summed in warp order (deterministic); bias, format, and the
+// output store. Two team barriers: the region is free again when it returns.
 template <int kTiles>
 __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&acc)[kTiles][4],
-                                                 float* red, int tile0) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+                                                 float* red, int team_index, int tile0) {
+  const int lane = threadIdx.x & 31, mate = (threadIdx.x >> 5) % p.team;
 #pragma unroll
   for (int tt = 0; tt < kTiles; ++tt)
 #pragma unroll
-    for (int r = 0; r < 4; ++r) red[((warp * kTiles + tt) * 4 + r) * 32 + lane] = acc[tt][r];
-  __syncthreads();
-  for (int i = threadIdx.x; i < kTiles * 128; i += blockDim.x) {
+    for (int r = 0; r < 4; ++r) red[((mate * kTiles + tt) * 4 + r) * 32 + lane] = acc[tt][r];
+  team_sync(team_index, p.team);
+  for (int i = mate * 32 + lane; i < kTiles * 128; i += p.team * 32) {
     float sum = 0.0f;
-    for (int wi = 0; wi < warps; ++wi) sum += red[wi * kTiles * 128 + i];
+    for (int wi = 0; wi < p.team; ++wi) sum += red[wi * kTiles * 128 + i];
     const int tt = i / 128, r = (i / 32) % 4, ln = i % 32;
     const int row = (tile0 + tt) * 16 + (ln >> 2) + (r >= 2 ? 8 : 0);
     const int m = 2 * (ln & 3) + (r & 1);
@@ -210,7 +221,7 @@ __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&
     else
       static_cast<float*>(p.out)[at] = sum;
   }
-  __syncthreads();
+  team_sync(team_index, p.team);
 }
 
 template <int kTiles>
@@ -220,8 +231,10 @@ __host__ __device__ constexpr size_t reduce_bytes(int warps) { return size_t(war
 template <int kTiles>
 constexpr size_t shared_bytes(int warps) { return reduce_bytes<kTiles>(warps) + 2 * kGemvLutBytes; }
 
-// The kernel: a persistent grid; CTA c takes tile groups c, c + grid, ...; within a group its
-// warps split the K chunks (chunk = warp, warp + W, ...). Each warp streams its chunks, across
+// The kernel: a persistent grid of CTAs, each split into teams of p.team warps. Team j of CTA
+// c takes tile groups c * teams + j, then + grid * teams, ...; within a group the team's warps
+// split the K chunks (chunk = mate, mate + team, ...). Long K wants one team of 16 warps;
+// short K wants several teams, each reducing less often. Each warp streams its chunks, across
 // group boundaries, through a register pipeline: the loads of chunk i + kDepth - 1 are issued
 // before chunk i is decoded, so they are in flight while it is (and while a group is reduced).
 // The loop is unrolled by kDepth so every pipeline slot is a fixed set of registers.
@@ -230,17 +243,19 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
-  float* red = reinterpret_cast<float*>(smem);
+  const int team = warp / p.team, mate = warp % p.team, teams = warps / p.team;
+  float* red = reinterpret_cast<float*>(smem) + team * p.team * kTiles * 128;
   const uint32_t after_red = shared_address(smem) + uint32_t(reduce_bytes<kTiles>(warps));
   const uint32_t table = (after_red + kGemvLutBytes - 1) & ~uint32_t(kGemvLutBytes - 1);
   const uint32_t lane_entry = table + 4 * lane;
 
-  const int per_group = warp < p.k_chunks ? (p.k_chunks - warp + warps - 1) / warps : 0;
-  const int groups = int(blockIdx.x) < p.n_groups ? (p.n_groups - 1 - blockIdx.x) / gridDim.x + 1 : 0;
+  const int first = blockIdx.x * teams + team, stride = gridDim.x * teams;
+  const int per_group = mate < p.k_chunks ? (p.k_chunks - mate + p.team - 1) / p.team : 0;
+  const int groups = first < p.n_groups ? (p.n_groups - 1 - first) / stride + 1 : 0;
   const int total = per_group * groups;
-  int next_group = blockIdx.x, next_index = 0;  // the load cursor, in consumption order
+  int next_group = first, next_index = 0;  // the load cursor, in consumption order
   const auto load = [&](Chunk<Act, kTiles>& ch) {
-    const int chunk = warp + next_index * warps;
+    const int chunk = mate + next_index * p.team;
 #pragma unroll
     for (int tt = 0; tt < kTiles; ++tt) {
       const size_t at = size_t(next_group * kTiles + tt) * p.k_chunks + chunk;
@@ -249,7 +264,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
     }
     load_act<Act>(p, g, chunk * 64 + 8 * t, ch.a[0]);
     load_act<Act>(p, g, chunk * 64 + 32 + 8 * t, ch.a[1]);
-    if (++next_index == per_group) next_index = 0, next_group += gridDim.x;
+    if (++next_index == per_group) next_index = 0, next_group += stride;
   };
 
   Chunk<Act, kTiles> slot[kDepth];
@@ -259,15 +274,15 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
   build_lut(smem + (table - shared_address(smem)));  // while the first loads are in flight
   __syncthreads();
 
-  // Warps with no chunks (K shorter than the warps) still take part in every reduction.
+  // Warps with no chunks (K shorter than the team) still take part in every reduction.
   if (total == 0) {
     const float zero[kTiles][4] = {};
-    for (int group = blockIdx.x; group < p.n_groups; group += gridDim.x)
-      reduce_and_store<kTiles>(p, zero, red, group * kTiles);
+    for (int group = first; group < p.n_groups; group += stride)
+      reduce_and_store<kTiles>(p, zero, red, team, group * kTiles);
     return;
   }
   float acc[kTiles][4] = {};
-  int left = per_group, group = blockIdx.x;  // chunks left in the current group
+  int left = per_group, group = first;  // chunks left in the current group
   for (int i = 0; i < total; i += kDepth) {
 #pragma unroll
     for (int d = 0; d < kDepth; ++d) {
@@ -275,12 +290,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
       if (i + d + kDepth - 1 < total) load(slot[(d + kDepth - 1) % kDepth]);
       accumulate_chunk<Act, kTiles, kSpecial>(lane_entry, slot[d], acc);
       if (--left == 0) {
-        reduce_and_store<kTiles>(p, acc, red, group * kTiles);
+        reduce_and_store<kTiles>(p, acc, red, team, group * kTiles);
 #pragma unroll
         for (int tt = 0; tt < kTiles; ++tt)
 #pragma unroll
           for (int r = 0; r < 4; ++r) acc[tt][r] = 0.0f;
-        left = per_group, group += gridDim.x;
+        left = per_group, group += stride;
       }
     }
   }
@@ -316,7 +331,8 @@ cudaError_t launch_one(const Params& p, int warps, int multiprocessors, cudaStre
     if (per_sm == 0) return cudaErrorInvalidConfiguration;  // does not fit on this device
     slot.per_sm[warps].store(per_sm);
   }
-  const int grid = std::min(p.n_groups, per_sm * multiprocessors);
+  const int teams = warps / p.team;
+  const int grid = std::min((p.n_groups + teams - 1) / teams, per_sm * multiprocessors);
   kernel<<<grid, warps * 32, smem, stream>>>(p);
   return cudaGetLastError();
 }
@@ -345,24 +361,38 @@ size_t mxfp4_gemv_shared_bytes(int tiles_per_cta, int warps) {
   return tiles_per_cta == 2 ? shared_bytes<2>(warps) : shared_bytes<1>(warps);
 }
 
-void mxfp4_gemv_default_config(const GemvLaunch& l, int* tiles_per_cta, int* warps) {
-  // Two tiles per CTA, 16 warps (fewer where K has fewer chunks). One CTA per SM holds the
-  // 64 KB table, so that CTA's warps are all the SM's memory parallelism: on the H200, time
-  // fell 1.4x from 8 to 16 warps and no further at 20; 15 warps, which split K = 2880 evenly
-  // (45 chunks), were 1-6 % slower than 16 (docs/perf.md).
+void mxfp4_gemv_default_config(const GemvLaunch& l, int* tiles_per_cta, int* warps, int* team) {
+  // Two tiles per CTA and 16 warps: one CTA per SM holds the 64 KB table, so that CTA's warps
+  // are all the SM's memory parallelism (on the H200, time fell 1.4x from 8 to 16 warps and
+  // no further at 20). The team size minimizes the busiest warp's time: its groups times (its
+  // share of K + one reduction, which costs about 0.7 chunk), with as many CTAs as the groups
+  // need up to one per SM; ties go to the smaller team. Measured on the H200 (docs/perf.md):
+  // the 201088-row lm_head 142.7 us with one team of 16, 110.3 with 16 teams of 1; 2880-row
+  // layers (90 groups) want all 16 warps on each group, or half the SMs idle.
   *tiles_per_cta = 2;
-  *warps = int(std::clamp<size_t>(l.k_chunks, 1, kMaxWarps));
+  *warps = kMaxWarps;
+  const size_t groups = std::max<size_t>(l.n_pad / kGemvRowsPerTile / 2, 1);
+  const size_t sms = size_t(std::max(l.multiprocessors, 1)), chunks = std::max<size_t>(l.k_chunks, 1);
+  size_t best = SIZE_MAX;
+  for (int t = kMaxWarps; t >= 1; t /= 2) {
+    const size_t teams = kMaxWarps / t, grid = std::min((groups + teams - 1) / teams, sms);
+    const size_t work = (groups + teams * grid - 1) / (teams * grid) * (10 * ((chunks + t - 1) / t) + 7);
+    if (work <= best) best = work, *team = t;
+  }
 }
 
 int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   if (l.m == 0 || l.n == 0) return cudaSuccess;
   if (l.m > kGemvMaxM || l.n_pad % kGemvRowPad != 0) return cudaErrorInvalidValue;
-  int tiles = l.tiles_per_cta, warps = l.warps;
-  int def_tiles = 0, def_warps = 0;
-  mxfp4_gemv_default_config(l, &def_tiles, &def_warps);
+  int tiles = l.tiles_per_cta, warps = l.warps, team = l.team;
+  int def_tiles = 0, def_warps = 0, def_team = 0;
+  mxfp4_gemv_default_config(l, &def_tiles, &def_warps, &def_team);
   if (tiles == 0) tiles = def_tiles;
   if (warps == 0) warps = def_warps;
-  if ((tiles != 1 && tiles != 2) || warps < 1 || warps > kMaxWarps) return cudaErrorInvalidValue;
+  if (team == 0) team = std::min(def_team, warps);
+  if ((tiles != 1 && tiles != 2) || warps < 1 || warps > kMaxWarps || team < 1 ||
+      warps % team != 0)
+    return cudaErrorInvalidValue;
   const bool vector_possible = act_vector_possible(l);
   if (l.act_vector == 1 && !vector_possible) return cudaErrorInvalidValue;
 
@@ -375,6 +405,7 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   p.n = int(l.n), p.k = int(l.k), p.m = int(l.m);
   p.k_chunks = int(l.k_chunks);
   p.n_groups = int(l.n_pad / kGemvRowsPerTile / tiles);
+  p.team = team;
   p.out_bf16 = l.output == OutputFormat::bf16;
   p.act_vector = vector_possible && l.act_vector != 0;
   const auto s = static_cast<cudaStream_t>(stream);

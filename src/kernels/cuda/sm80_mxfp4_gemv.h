@@ -66,7 +66,7 @@ inline constexpr size_t kGemvRowsPerTile = 16;   // mma M
 inline constexpr size_t kGemvRowPad = 32;        // N pads to 2 tiles (tiles_per_cta <= 2)
 inline constexpr size_t kGemvChunkK = 64;        // two MX blocks per 16-byte lane load
 inline constexpr size_t kGemvMaxM = 8;           // mma N: activation rows per product
-inline constexpr size_t kGemvMaxWarps = 16;      // per CTA, splitting K
+inline constexpr size_t kGemvMaxWarps = 16;      // per CTA
 inline constexpr size_t kGemvLutBytes = 256 * 256;  // the decode table, per CTA
 
 struct GemvPacked {
@@ -80,8 +80,9 @@ struct GemvPacked {
 // (format/mxfp4.h). Runs on ThreadPool::global().
 GemvPacked mxfp4_gemv_pack(const Mxfp4HostWeights& weights);
 
-// One launch, device pointers. tiles_per_cta (1 or 2) and warps (1..kGemvMaxWarps, splitting K) choose
-// among the instantiated configurations; 0 picks the default for the shape and device.
+// One launch, device pointers. tiles_per_cta (1 or 2), warps (per CTA, 1..kGemvMaxWarps) and
+// team (warps per tile group, splitting K; a divisor of warps) choose the configuration; 0
+// picks the default for the shape.
 struct GemvLaunch {
   const void* weights = nullptr;  // packed, device
   const void* scales = nullptr;   // packed, device
@@ -92,7 +93,7 @@ struct GemvLaunch {
   ActivationFormat activation = ActivationFormat::bf16;
   OutputFormat output = OutputFormat::f32;
   bool special_scales = false;
-  int tiles_per_cta = 0, warps = 0;
+  int tiles_per_cta = 0, warps = 0, team = 0;
   // Activations in 16-byte loads (rows 16-byte aligned, K x element size a multiple of 16):
   // -1 where that applies (the default), 0 never (element loads), 1 always (invalid where
   // it cannot).
@@ -102,8 +103,9 @@ struct GemvLaunch {
 
 // Launches on `stream`; returns the launch's status (the caller checks it).
 int mxfp4_gemv_launch(const GemvLaunch& launch, void* stream);
-// The configuration a launch with tiles_per_cta = warps = 0 uses.
-void mxfp4_gemv_default_config(const GemvLaunch& launch, int* tiles_per_cta, int* warps);
+// The configuration a launch with tiles_per_cta = warps = team = 0 uses.
+void mxfp4_gemv_default_config(const GemvLaunch& launch, int* tiles_per_cta, int* warps,
+                               int* team);
 // Dynamic shared memory of one CTA of that configuration (reduction buffer, decode table).
 size_t mxfp4_gemv_shared_bytes(int tiles_per_cta, int warps);
 // Compute capability of the kernel image the runtime would load on the current device, or a
