@@ -14,8 +14,9 @@
 // (low nibble first, as in the checkpoint): exactly one bf16x2 A-fragment register. So the
 // decode is one lookup per register in a 256-entry table of bf16x2. The table is replicated 32
 // times, one copy per lane (row b of 256 bytes holds the 32 copies of entry b), so a warp's
-// 32 lookups hit 32 distinct banks whatever the bytes; the row stride is 256 because then one
-// PRMT builds the address from the weight byte (byte 1) and 4 * lane (byte 0). Per 8 weights:
+// 32 lookups hit 32 distinct banks whatever the bytes; the row stride is 256, and the table
+// 64 KB-aligned in the shared window, because then one PRMT builds the whole address from the
+// weight byte (byte 1) and the lane's entry of row 0 (bytes 0, 2, 3). Per 8 weights:
 // 4 PRMT + 4 LDS. It replaced a register table (PRMT byte tables, 13 integer instructions per
 // 8 weights) under which the kernel was bound by Hopper's half-rate integer pipe at 50 % of the
 // memory floor (docs/perf.md); bit tricks into BF16 cost as much (the sign needs its own shift,
