@@ -12,8 +12,10 @@
 // copy, so the 32 MB L3 cannot hold them (the F32 baseline's weights are >= 33 MB per copy
 // and rotate through 2 copies). Figures are medians of the repetitions. Output: a markdown
 // table (us, GB/s of MXFP4 weights, % of the measured read bandwidth, GFLOP/s, x OpenBLAS).
+#include <CLI/CLI.hpp>
 #include <cblas.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <chrono>
@@ -27,6 +29,7 @@
 #include <vector>
 
 #include "base/thread_pool.h"
+#include "bench_flags.h"
 #include "bench_stats.h"
 #include "format/mxfp4.h"
 #include "kernels/registry.h"
@@ -39,18 +42,6 @@ using bench::median;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-std::vector<size_t> parse_list(const std::string& s) {
-  std::vector<size_t> out;
-  size_t start = 0;
-  while (start < s.size()) {
-    size_t comma = s.find(',', start);
-    if (comma == std::string::npos) comma = s.size();
-    out.push_back(std::stoul(s.substr(start, comma - start)));
-    start = comma + 1;
-  }
-  return out;
 }
 
 // Streaming read of a 1 GiB buffer (>> L3) split over the pool's threads: GB/s, median of 5.
@@ -189,37 +180,40 @@ void run_child(const std::string& kernel_names, const std::vector<Shape>& shapes
 
 int main(int argc, char** argv) {
   using namespace nibble;
-  std::string kernel = default_kernels(), shapes_arg = "4096x14336,5120x2880,2880x4096,5760x2880,2880x2880";
-  std::string ms_arg = "1,2,4,8,64,512", threads_arg = "1,2";
-  int reps = 7;
+  std::string kernel = default_kernels();
+  std::vector<std::string> shape_items = {"4096x14336", "5120x2880", "2880x4096", "5760x2880", "2880x2880"};
+  std::vector<size_t> ms = {1, 2, 4, 8, 64, 512}, thread_counts = {1, 2};
+  size_t reps = 7;
   bool child = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const auto value = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--kernel") kernel = value();
-    else if (a == "--shapes") shapes_arg = value();
-    else if (a == "--m") ms_arg = value();
-    else if (a == "--threads") threads_arg = value();
-    else if (a == "--reps") reps = std::stoi(value());
-    else if (a == "--child") child = true;
-    else {
-      std::fprintf(stderr, "usage: %s [--kernel NAME] [--shapes NxK,...] [--m 1,2,...] [--threads 1,2] [--reps R]\n",
-                   argv[0]);
-      return 2;
-    }
-  }
+  const CLI::Validator shape_check(
+      [](std::string& s) -> std::string {
+        const size_t x = s.find('x');
+        std::string n = x == std::string::npos ? "" : s.substr(0, x), k = x == std::string::npos ? "" : s.substr(x + 1);
+        if (bench::positive_integer()(n).empty() && bench::positive_integer()(k).empty()) return "";
+        return "a shape is NxK with positive N and K, not '" + s + "'";
+      },
+      "NxK");
+  CLI::App app{"The CPU MXFP4 linear kernels against the read bandwidth and OpenBLAS F32, same run"};
+  app.add_option("--kernel", kernel, "kernels to compare, comma-separated")->capture_default_str();
+  app.add_option("--shapes", shape_items, "layer shapes NxK, comma-separated")
+      ->delimiter(',')->check(shape_check)->capture_default_str();
+  app.add_option("--m", ms, "activation rows, comma-separated")
+      ->delimiter(',')->check(bench::positive_integer())->capture_default_str();
+  app.add_option("--threads", thread_counts, "thread counts, comma-separated (one child process each)")
+      ->delimiter(',')->check(bench::positive_integer())->capture_default_str();
+  app.add_option("--reps", reps, "repetitions per point (the median is kept)")
+      ->check(bench::positive_integer())->capture_default_str();
+  app.add_flag("--child", child, "one thread count's measurement (how the parent runs its children)")
+      ->group("");
+  CLI11_PARSE(app, argc, argv);
   std::vector<Shape> shapes;
-  for (size_t start = 0; start < shapes_arg.size();) {
-    size_t comma = shapes_arg.find(',', start);
-    if (comma == std::string::npos) comma = shapes_arg.size();
-    const std::string item = shapes_arg.substr(start, comma - start);
+  for (const std::string& item : shape_items) {
     const size_t x = item.find('x');
     shapes.push_back({std::stoul(item.substr(0, x)), std::stoul(item.substr(x + 1))});
-    start = comma + 1;
   }
   try {
     if (child) {
-      run_child(kernel, shapes, parse_list(ms_arg), reps);
+      run_child(kernel, shapes, ms, int(reps));
       return 0;
     }
     fmt::print("kernels {} on {} (SIMD target {}); medians of {} reps, weights cold\n\n", kernel,
@@ -227,11 +221,12 @@ int main(int argc, char** argv) {
     fmt::print("| kernel | shape NxK | M | threads | us | GB/s weights | % read BW | GFLOP/s | OpenBLAS F32 us | x OpenBLAS |\n");
     fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
     std::fflush(stdout);
-    for (size_t t : parse_list(threads_arg)) {
+    for (size_t t : thread_counts) {
       // OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's idle threads spin 2^4 cycles, not 2^28, before
       // they sleep, so they do not compete with the kernel timed after them.
       const std::string cmd = fmt::format("NIBBLE_THREADS={} OPENBLAS_NUM_THREADS={} OPENBLAS_THREAD_TIMEOUT=4 '{}' --child --kernel {} --shapes {} --m {} --reps {}",
-                                          t, t, argv[0], kernel, shapes_arg, ms_arg, reps);
+                                          t, t, argv[0], kernel, fmt::join(shape_items, ","),
+                                          fmt::join(ms, ","), reps);
       if (std::system(cmd.c_str()) != 0) {
         std::fprintf(stderr, "child for %zu threads failed\n", t);
         return 1;

@@ -5,26 +5,25 @@
 //   format_quantize_bench [--mib 256] [--k 2880] [--reps 7] [--threads 1,2] [--help]
 //
 // The header line names the commit, the build type, the CPU and the Highway target the codec
-// dispatched to. An unknown flag, a flag without its value or a value that is not a positive
-// number is an error (exit 2, with the usage).
+// dispatched to. Flags are parsed by CLI11: an unknown flag, a flag without its value or a
+// value that is not a positive number is refused with CLI11's message and a non-zero exit.
 // GB/s counts the BF16 bytes (input of quantize, output of dequantize); "x copy" is the copy's
 // time over the op's time for the same bytes and threads. Median and sd over the repetitions,
 // which are interleaved across the ops so that all of them see the same machine load.
 #include <algorithm>
 #include <chrono>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "base/cpu_features.h"
 #include "base/thread_pool.h"
+#include "bench_flags.h"
 #include "bench_stats.h"
 #include "build_info.h"
 #include "format/float16.h"
@@ -62,62 +61,20 @@ std::vector<Stats> time_interleaved(size_t reps, const std::vector<std::function
   return out;
 }
 
-const char* kUsage =
-    "usage: format_quantize_bench [--mib N] [--k K] [--reps R] [--threads T1,T2,...] [--help]\n"
-    "  --mib N        size of the BF16 source in MiB (default 256; keep it several times the L3)\n"
-    "  --k K          row length, elements (default 2880)\n"
-    "  --reps R       timed repetitions per op, interleaved (default 7)\n"
-    "  --threads LIST thread counts to run, comma-separated (default 1,2)\n";
-
-// A positive decimal integer, or nullopt (empty, signs, trailing characters, zero, overflow).
-std::optional<size_t> parse_positive(const std::string& text) {
-  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
-  errno = 0;
-  const unsigned long long v = std::strtoull(text.c_str(), nullptr, 10);
-  if (errno == ERANGE || v == 0) return std::nullopt;
-  return size_t(v);
-}
-
-[[noreturn]] void usage_error(const std::string& what) {
-  std::fprintf(stderr, "format_quantize_bench: %s\n%s", what.c_str(), kUsage);
-  std::exit(2);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   size_t mib = 256, k = 2880, reps = 7;
   std::vector<size_t> thread_counts = {1, 2};
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::printf("%s", kUsage);
-      return 0;
-    }
-    if (flag != "--mib" && flag != "--k" && flag != "--reps" && flag != "--threads")
-      usage_error("unknown flag '" + flag + "'");
-    if (i + 1 >= argc) usage_error("flag " + flag + " needs a value");
-    const std::string value = argv[++i];
-    const auto number = [&](const std::string& text) {
-      const auto v = parse_positive(text);
-      if (!v) usage_error(flag + " takes a positive integer, not '" + text + "'");
-      return *v;
-    };
-    if (flag == "--mib") {
-      mib = number(value);
-    } else if (flag == "--k") {
-      k = number(value);
-    } else if (flag == "--reps") {
-      reps = number(value);
-    } else {
-      thread_counts.clear();
-      for (size_t p = 0; p <= value.size();) {
-        const size_t q = std::min(value.find(',', p), value.size());
-        thread_counts.push_back(number(value.substr(p, q - p)));
-        p = q + 1;
-      }
-    }
-  }
+  CLI::App app{"MXFP4 quantize / dequantize throughput of the format core beside memcpy"};
+  app.add_option("--mib", mib, "size of the BF16 source in MiB (keep it several times the L3)")
+      ->check(nibble::bench::positive_integer())->capture_default_str();
+  app.add_option("--k", k, "row length, elements")->check(nibble::bench::positive_integer())->capture_default_str();
+  app.add_option("--reps", reps, "timed repetitions per op, interleaved")
+      ->check(nibble::bench::positive_integer())->capture_default_str();
+  app.add_option("--threads", thread_counts, "thread counts to run, comma-separated")
+      ->delimiter(',')->check(nibble::bench::positive_integer())->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
   const size_t rows = std::max<size_t>(1, (mib << 20) / (2 * k));
   const size_t n = rows * k, bytes = n * 2, rb = nibble::mxfp4_blocks_per_row(k);
 

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "bench_flags.h"
 #include "bench_stats.h"
 #include "format/float16.h"
 #include "format/safetensors.h"
@@ -168,11 +169,11 @@ int main(int argc, char** argv) {
   std::string threads;
   bool keep = false;
   CLI::App app{"Whole-checkpoint quantization throughput and peak RSS beside a plain copy"};
-  app.add_option("--gb", gb, "size of the synthetic BF16 checkpoint")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--gb", gb, "size of the synthetic BF16 checkpoint")->check(nibble::bench::positive_number())->capture_default_str();
   std::string dir_arg;
   app.add_option("--dir", dir_arg, "where to write it (default: the temp directory)");
   app.add_option("--nibble", nibble, "the nibble binary")->capture_default_str();
-  app.add_option("--runs", runs, "alternated runs of every case")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--runs", runs, "alternated runs of every case")->check(nibble::bench::positive_integer())->capture_default_str();
   app.add_option("--threads", threads, "passed to nibble quantize --threads");
   app.add_option("--keep", keep, "keep the files (1)");
   CLI11_PARSE(app, argc, argv);

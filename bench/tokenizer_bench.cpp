@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_flags.h"
 #include "bench_stats.h"
 #include "tokenizer/tokenizer.h"
 
@@ -64,7 +65,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Tokenizer encode/decode throughput beside @lenml/tokenizers on the same text"};
   app.add_option("--npm", npm, "the npm data directory of scripts/setup")->capture_default_str();
   app.add_option("--text", text_path, "the text to encode")->capture_default_str();
-  app.add_option("--reps", reps, "timed repetitions after one warm-up")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--reps", reps, "timed repetitions after one warm-up")->check(nibble::bench::positive_integer())->capture_default_str();
   app.add_option("-o", format, "output format")->check(CLI::IsMember({"md", "csv"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   std::string text = read_file(text_path);
