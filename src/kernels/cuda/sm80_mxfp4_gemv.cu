@@ -357,10 +357,6 @@ bool act_vector_possible(const GemvLaunch& l) {
 
 }  // namespace
 
-size_t mxfp4_gemv_shared_bytes(int tiles_per_cta, int warps) {
-  return tiles_per_cta == 2 ? shared_bytes<2>(warps) : shared_bytes<1>(warps);
-}
-
 void mxfp4_gemv_default_config(const GemvLaunch& l, int* tiles_per_cta, int* warps, int* team) {
   // Two tiles per CTA and 16 warps: one CTA per SM holds the 64 KB table, so that CTA's warps
   // are all the SM's memory parallelism (on the H200, time fell 1.4x from 8 to 16 warps and

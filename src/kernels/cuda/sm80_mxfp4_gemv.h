@@ -107,8 +107,6 @@ int mxfp4_gemv_launch(const GemvLaunch& launch, void* stream);
 // The configuration a launch with tiles_per_cta = warps = team = 0 uses.
 void mxfp4_gemv_default_config(const GemvLaunch& launch, int* tiles_per_cta, int* warps,
                                int* team);
-// Dynamic shared memory of one CTA of that configuration (reduction buffer, decode table).
-size_t mxfp4_gemv_shared_bytes(int tiles_per_cta, int warps);
 // Compute capability of the kernel image the runtime would load on the current device, or a
 // negative cudaError_t when none loads (e.g. not compiled for this GPU).
 int mxfp4_gemv_binary_version();
