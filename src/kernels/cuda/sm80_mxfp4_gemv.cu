@@ -14,8 +14,9 @@ namespace {
 
 constexpr int kMaxWarps = int(kGemvMaxWarps);
 // Chunks a warp keeps in flight in registers (the one being decoded plus kDepth - 1 ahead):
-// with 16 warps and two tiles, 32 KB of weights per SM, what the HBM latency x bandwidth
-// product asks (4.8 TB/s x ~1 us over 132 SMs, ~36 KB) within ~10 %.
+// with 16 warps and two tiles, 32 KB of weights per SM, a little under what the HBM latency x
+// bandwidth product asks (4.8 TB/s x ~1 us over 132 SMs, ~36 KB; more under load). The kernel
+// is latency-bound there (docs/perf.md); a deeper pipeline costs registers, hence warps.
 constexpr int kDepth = 3;
 
 struct Params {
