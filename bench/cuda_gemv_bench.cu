@@ -16,6 +16,7 @@
 //   - element: ours with the activations read element by element instead of 16 bytes at a time.
 // Floor = (packed weight + scale + activation + output bytes) / copy bandwidth.
 // --sweep also times configurations of ours (tiles per CTA, warps per CTA, warps per team).
+#include <CLI/CLI.hpp>
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -213,20 +214,16 @@ struct LtGemm {
 
 int main(int argc, char** argv) {
   using namespace nibble;
-  const char* json_path = nullptr;
+  std::string json_path;
   int reps = 30;
   bool sweep = false, quick = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
-    else if (a == "--reps" && i + 1 < argc) reps = std::max(3, std::atoi(argv[++i]));
-    else if (a == "--sweep") sweep = true;
-    else if (a == "--quick") quick = true;
-    else {
-      std::fprintf(stderr, "usage: cuda_gemv_bench [--json FILE] [--reps N] [--sweep] [--quick]\n");
-      return 2;
-    }
-  }
+  CLI::App app{"The MXFP4 decode GEMV against cuBLAS BF16, a read-only kernel and the copy bandwidth"};
+  app.add_option("--json", json_path, "also write every row as JSON to this file");
+  app.add_option("--reps", reps, "graph replays per measurement (the median is kept)")
+      ->check(CLI::Range(3, 100000))->capture_default_str();
+  app.add_flag("--sweep", sweep, "also time configurations of ours (tiles, warps, teams)");
+  app.add_flag("--quick", quick, "the first two shapes only");
+  CLI11_PARSE(app, argc, argv);
 
   int device = 0;
   CHECK(cudaGetDevice(&device));
@@ -342,10 +339,10 @@ int main(int argc, char** argv) {
                 r.shape.name, r.m, r.ours_us, r.bytes / (r.ours_us * 1e-6) / 1e9,
                 100.0 * r.floor_us / r.ours_us, r.floor_us, r.read_us, r.cublas_us,
                 r.cublas_us / r.ours_us, r.element_us, r.tiles, r.warps, r.team);
-  if (json_path) {
-    FILE* f = std::fopen(json_path, "w");
+  if (!json_path.empty()) {
+    FILE* f = std::fopen(json_path.c_str(), "w");
     if (!f) {
-      std::fprintf(stderr, "cuda_gemv_bench: cannot write %s\n", json_path);
+      std::fprintf(stderr, "cuda_gemv_bench: cannot write %s\n", json_path.c_str());
       return 1;
     }
     std::fprintf(f, "{\"device\": \"%s\", \"sm\": %d, \"multiprocessors\": %d, \"copy_gbps\": %.1f, "

@@ -14,7 +14,8 @@
 # so otherwise the script compiles the few sources the GPU tests need with plain g++/nvcc
 # against a sysroot of Debian headers and libraries copied from a development machine by
 # scripts/device/make_sysroot.sh (NIBBLE_SYSROOT, default .devsrc-cuda/sysroot next to the repo
-# copy): fmt (header-only), GoogleTest (static), Highway (shared). Nothing else is vendored.
+# copy): fmt and CLI11 (header-only), GoogleTest (static), Highway (shared). Nothing else is
+# vendored.
 #
 # Environment: OUT, NIBBLE_CUDA_ARCHITECTURES, NIBBLE_SYSROOT, JOBS, CHECK_SKIP_SANITIZERS=1,
 # CHECK_BUILD_ONLY=1 (compile here, e.g. on a machine without a GPU), CHECK_PLAIN=1 (plain build),

@@ -5,7 +5,7 @@
 set -euo pipefail
 DEST=${1:?usage: make_sysroot.sh DEST}
 mkdir -p "$DEST/include" "$DEST/lib"
-for d in fmt gtest gmock hwy; do cp -r "/usr/include/$d" "$DEST/include/"; done
+for d in fmt gtest gmock hwy CLI; do cp -r "/usr/include/$d" "$DEST/include/"; done
 LIB=/usr/lib/x86_64-linux-gnu
 cp "$LIB/libgtest.a" "$LIB/libgtest_main.a" "$DEST/lib/"
 cp -L "$LIB/libhwy.so.1" "$DEST/lib/libhwy.so.1"
