@@ -156,7 +156,8 @@ TEST(Sm80Mxfp4GemvScales, SpecialScaleCodesAreExact) {
 // Activations in 16-byte loads (the default where rows allow it) and element by element
 // (unaligned rows, K not a multiple of 16 bytes) feed the same fragments in the same order:
 // the outputs must be bit-identical, for BF16 and F32 activations, K with a partial last
-// 16-byte run (K = 172, F32) and every configuration the benchmark sweeps.
+// 16-byte run (K = 172, F32), one and two tiles per group, and CTAs of 2, 7 and 16 warps in
+// teams of 16, 4 and 1 (odd warp counts and several teams per CTA included).
 TEST(Sm80Mxfp4GemvActivationLoads, VectorBitIdenticalToElementLoads) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
