@@ -18,11 +18,13 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -76,6 +78,20 @@ double read_bandwidth_gbs() {
 struct Shape {
   size_t n, k;
 };
+
+// "NxK" with positive N and K, or nullopt.
+std::optional<Shape> parse_shape(const std::string& s) {
+  const size_t x = s.find('x');
+  if (x == std::string::npos) return std::nullopt;
+  Shape shape{};
+  const char* end = s.data() + s.size();
+  const auto n = std::from_chars(s.data(), s.data() + x, shape.n);
+  const auto k = std::from_chars(s.data() + x + 1, end, shape.k);
+  if (n.ec != std::errc() || n.ptr != s.data() + x || k.ec != std::errc() || k.ptr != end ||
+      shape.n == 0 || shape.k == 0)
+    return std::nullopt;
+  return shape;
+}
 
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
@@ -187,10 +203,7 @@ int main(int argc, char** argv) {
   bool child = false;
   const CLI::Validator shape_check(
       [](std::string& s) -> std::string {
-        const size_t x = s.find('x');
-        std::string n = x == std::string::npos ? "" : s.substr(0, x), k = x == std::string::npos ? "" : s.substr(x + 1);
-        if (bench::positive_integer()(n).empty() && bench::positive_integer()(k).empty()) return "";
-        return "a shape is NxK with positive N and K, not '" + s + "'";
+        return parse_shape(s) ? "" : "a shape is NxK with positive N and K, not '" + s + "'";
       },
       "NxK");
   CLI::App app{"The CPU MXFP4 linear kernels against the read bandwidth and OpenBLAS F32, same run"};
@@ -207,10 +220,7 @@ int main(int argc, char** argv) {
       ->group("");
   CLI11_PARSE(app, argc, argv);
   std::vector<Shape> shapes;
-  for (const std::string& item : shape_items) {
-    const size_t x = item.find('x');
-    shapes.push_back({std::stoul(item.substr(0, x)), std::stoul(item.substr(x + 1))});
-  }
+  for (const std::string& item : shape_items) shapes.push_back(*parse_shape(item));
   try {
     if (child) {
       run_child(kernel, shapes, ms, int(reps));

@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_stats.h"
 #include "kernels/cuda/sm80_mxfp4_gemv.h"
 
 namespace {
@@ -97,8 +98,7 @@ double time_graph(cudaStream_t stream, int calls, int reps, F launch) {
   CHECK(cudaGraphDestroy(graph));
   CHECK(cudaEventDestroy(start));
   CHECK(cudaEventDestroy(stop));
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
+  return nibble::bench::median(us);
 }
 
 __global__ void copy_kernel(const uint4* __restrict__ a, uint4* __restrict__ b, size_t n) {
