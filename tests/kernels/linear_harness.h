@@ -218,6 +218,25 @@ inline std::vector<float> rounded_activation_rows(const RandomLinear& r,
   return out;
 }
 
+// cpu_ref's F32 outputs [rows][N] (bias included where the layer has one) for activation rows
+// `rows` of r, and those rows' activations as it saw them: rounded as `rounding` says.
+struct ReferenceRows {
+  std::vector<float> act, out;
+};
+inline ReferenceRows reference_outputs(const RandomLinear& r, const std::vector<size_t>& rows,
+                                       ActivationRounding rounding) {
+  ReferenceRows ref{rounded_activation_rows(r, rows, rounding), {}};
+  LinearDesc desc = r.desc;
+  desc.activation = ActivationFormat::f32;
+  desc.output = OutputFormat::f32;
+  const auto kernel = make_cpu_ref_kernel();
+  const auto prepared = kernel->prepare(desc, r.weights(), desc.has_bias ? r.bias.data() : nullptr);
+  ref.out.resize(rows.size() * desc.n);
+  kernel->apply(desc, *prepared, {ref.act.data(), rows.size(), desc.activation},
+                {ref.out.data(), OutputFormat::f32}, nullptr);
+  return ref;
+}
+
 // Which activation rows the reference checks: all when M * N * K fits kRefMacBudget, else the
 // first, the last and random others (at least 3).
 inline std::vector<size_t> reference_rows(size_t m, size_t n, size_t k, std::mt19937_64& rng) {
@@ -279,15 +298,9 @@ inline void run_linear_case(const LinearKernel& kernel, const DeviceInfo& device
   // contract says (F32 holds BF16 activations and int8 * scale values exactly enough).
   std::mt19937_64 rng(seed ^ 0x5eed);
   const std::vector<size_t> rows = reference_rows(c.m, c.n, c.k, rng);
-  const std::vector<float> ref_act = rounded_activation_rows(r, rows, limits.rounding);
-  LinearDesc ref_desc = r.desc;
-  ref_desc.activation = ActivationFormat::f32;
-  ref_desc.output = OutputFormat::f32;
-  const auto ref_kernel = make_cpu_ref_kernel();
-  const auto ref_prepared = ref_kernel->prepare(ref_desc, r.weights(), bias);
-  std::vector<float> ref(rows.size() * c.n);
-  ref_kernel->apply(ref_desc, *ref_prepared, {ref_act.data(), rows.size(), ref_desc.activation},
-                    {ref.data(), OutputFormat::f32}, nullptr);
+  const ReferenceRows reference = reference_outputs(r, rows, limits.rounding);
+  const std::vector<float>& ref_act = reference.act;
+  const std::vector<float>& ref = reference.out;
 
   // Norms for the element bound: |a_m|_2 per checked row, |w_n|_2 per weight row.
   const size_t bpr = mxfp4_blocks_per_row(c.k);

@@ -85,17 +85,12 @@ TEST(CpuKernels, ScaleExtremesAndNanRowsMatchCpuRef) {
       // for the exact kernels), so one bound holds every kernel: F32 accumulation.
       std::vector<size_t> rows(m);
       for (size_t i = 0; i < m; ++i) rows[i] = i;
-      const std::vector<float> ref_act =
-          test::rounded_activation_rows(r, rows, kernel->activation_rounding());
-      LinearDesc ref_desc = r.desc;
-      ref_desc.activation = ActivationFormat::f32;
-      ref_desc.output = OutputFormat::f32;
-      const auto ref = make_cpu_ref_kernel();
-      const auto ref_w = ref->prepare(ref_desc, r.weights(), r.bias.data());
+      const test::ReferenceRows ref =
+          test::reference_outputs(r, rows, kernel->activation_rounding());
+      const std::vector<float>& ref_act = ref.act;
+      const std::vector<float>& want = ref.out;
       const auto kernel_w = kernel->prepare(r.desc, r.weights(), r.bias.data());
-      std::vector<float> want(m * c.n), got(m * c.n, std::numeric_limits<float>::quiet_NaN());
-      ref->apply(ref_desc, *ref_w, {ref_act.data(), m, ActivationFormat::f32},
-                 {want.data(), OutputFormat::f32}, nullptr);
+      std::vector<float> got(m * c.n, std::numeric_limits<float>::quiet_NaN());
       kernel->apply(r.desc, *kernel_w, {r.act.data(), m, c.activation}, {got.data(), c.output}, nullptr);
       std::vector<float> w(c.n * c.k);
       for (size_t i = 0; i < r.scales.size(); ++i)
