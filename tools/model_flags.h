@@ -1,6 +1,6 @@
 // Flags shared by the commands that load a model (run, eval): --mxfp4-layers, --include,
 // --exclude, --scale-rule, --mxfp4-kernel, --log-kernels, --device, --cuda-activations,
-// --threads; and the device resolution. --device cuda runs the model on CUDA device 0, or
+// --no-fuse, --no-cuda-graphs, --threads; and the device resolution. --device cuda runs the model on CUDA device 0, or
 // fails with the reason (no device, no driver, a build without CUDA): never a silent CPU run.
 #pragma once
 
@@ -27,6 +27,7 @@ struct ModelFlags {
   KernelOptions kernels;  // --mxfp4-kernel, --log-kernels
   std::string device = "cpu";
   std::string cuda_activations = "f32";
+  bool no_fuse = false, no_cuda_graphs = false;
   size_t threads = 0;
 
   void add_to(CLI::App& command) {
@@ -51,6 +52,12 @@ struct ModelFlags {
                        "what the CUDA linear layers are fed: f32 (two BF16 terms per value, "
                        "~1e-5 relative to the CPU) or bf16 (one rounding, ~1e-2)")
         ->capture_default_str();
+    command.add_flag("--no-fuse", no_fuse,
+                     "run q, k, v (and gate, up) as separate products; by default layers that "
+                     "read one input run as one MXFP4 product when all of them are MXFP4");
+    command.add_flag("--no-cuda-graphs", no_cuda_graphs,
+                     "on cuda, launch every kernel from the host; by default each forward "
+                     "shape is captured once as a CUDA graph and replayed");
     command.add_option("-t,--threads", threads, "CPU threads (default: NIBBLE_THREADS or all)");
   }
 
@@ -84,6 +91,8 @@ struct ModelFlags {
     o.scale_rule = scale_rule_from_name(scale_rule);
     o.kernels = kernels.overrides();
     o.device = where;
+    o.fuse_linears = !no_fuse;
+    o.cuda_graphs = !no_cuda_graphs;
     if (where.kind == DeviceKind::cuda && cuda_activations == "bf16")
       o.activation = ActivationFormat::bf16;
     return o;

@@ -31,7 +31,8 @@
 #     NIBBLE_BUNDLE=build/gpu-bundle BENCH=1 BENCH_ONLY=1 scripts/device/llama_gpu_check.sh
 # Environment: OUT (default build/llama-gpu-check), CHECK_DIR (default $OUT/checkpoints),
 # NIBBLE / NIBBLE_BUNDLE, CUDA_ACTIVATIONS (f32|bf16), BOUND, BENCH=1, BENCH_ONLY=1,
-# BENCH_DIR (default build/llama3-8b-shape), BENCH_LAYERS (default "none qkv,o,mlp all"), PYTHON.
+# BENCH_DIR (default build/llama3-8b-shape), BENCH_LAYERS (default "none qkv,o,mlp all"),
+# BENCH_FLAGS (more eval flags for the benchmark, e.g. "--no-cuda-graphs --no-fuse"), PYTHON.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -166,11 +167,11 @@ if [[ ${BENCH:-0} == 1 ]]; then
   for layers in ${BENCH_LAYERS:-none qkv,o,mlp all}; do
     log=$OUT/logs/bench_${layers//,/_}.log
     nibble eval -m "$bdir" --device cuda --mxfp4-layers "$layers" --cuda-activations "$ACT" \
-      --tokens 1,2,3,4,5,6,7,8 --greedy 128 > "$log" 2>&1
+      --tokens 1,2,3,4,5,6,7,8 --greedy 128 ${BENCH_FLAGS:-} > "$log" 2>&1
     speed=$(sed -n 's/.*generated \([0-9]*\) tokens, \([0-9.]*\) tokens\/s, \([0-9.]*\) ms\/token.*/\2 | \3/p' "$log")
     floor=$(sed -n 's/^floor: \([0-9.]*\) MiB .* copy \([0-9]*\) GB\/s .* = \([0-9.]*\) ms\/token; decode at \([0-9]*\) %.*/\1 | \2 | \3 | \4 %/p' "$log")
     if [[ -n $speed && -n $floor ]]; then
-      bench_rows+=("| $layers | $speed | $floor |")
+      bench_rows+=("| $layers ${BENCH_FLAGS:-} | $speed | $floor |")
     else
       bench_rows+=("| $layers | FAILED: $(tail -1 "$log") | | | | |")
       failed=1

@@ -61,6 +61,9 @@ struct LinearDesc {
   ActivationFormat activation = ActivationFormat::f32;
   OutputFormat output = OutputFormat::f32;
   bool has_bias = false;
+  // Run inside a chain of kernels on one stream (a model's forward on a GPU): a GPU kernel may
+  // start its weight loads before the kernel before it ends (src/kernels/cuda/cuda_launch.cuh).
+  bool chained = false;
 };
 
 // Source weights on the host, in the checkpoint layout of format/mxfp4.h:

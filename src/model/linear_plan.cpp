@@ -110,21 +110,38 @@ std::vector<float> optional_bias(const TensorSource& tensors, const std::string&
 
 }  // namespace
 
-std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::string& name,
-                                    LinearRole role, size_t n, size_t k, bool has_bias,
-                                    const LayerSelection& selection,
-                                    const ModelLoadOptions& options,
-                                    std::shared_ptr<const DenseWeights> tied_weights,
-                                    std::vector<LinearPlanEntry>& plan,
-                                    const DenseLinearMaker& dense) {
+namespace {
+
+// A layer's weights as the selection resolved them, before any Linear is built: MXFP4 bytes in
+// the checkpoint layout (format/mxfp4.h: views of the checkpoint, or owned when quantized at
+// load), or full-precision weights.
+struct ResolvedLinear {
   LinearPlanEntry entry;
+  LinearDesc desc;
+  std::vector<float> bias;
+  std::shared_ptr<const DenseWeights> dense;  // null: MXFP4
+  const uint8_t* blocks = nullptr;  // [n, k/32, 16]: checkpoint bytes, or owned_blocks
+  const uint8_t* scales = nullptr;  // [n, k/32]
+  std::vector<uint8_t> owned_blocks, owned_scales;
+  Mxfp4HostWeights mxfp4() const {
+    return {owned_blocks.empty() ? blocks : owned_blocks.data(),
+            owned_scales.empty() ? scales : owned_scales.data(), desc.n, desc.k};
+  }
+};
+
+ResolvedLinear resolve_linear(const TensorSource& tensors, const std::string& name, LinearRole role,
+                              size_t n, size_t k, bool has_bias, const LayerSelection& selection,
+                              const ModelLoadOptions& options,
+                              std::shared_ptr<const DenseWeights> tied_weights) {
+  ResolvedLinear r;
+  LinearPlanEntry& entry = r.entry;
   entry.name = name;
   entry.role = role;
   entry.n = n;
   entry.k = k;
-  const std::vector<float> bias = optional_bias(tensors, name, n, has_bias);
+  r.bias = optional_bias(tensors, name, n, has_bias);
 
-  LinearDesc desc;
+  LinearDesc& desc = r.desc;
   desc.name = name;
   desc.n = n;
   desc.k = k;
@@ -132,22 +149,10 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
   desc.max_m = std::max<size_t>(1, options.max_batch_tokens);
   desc.has_bias = has_bias;
   desc.activation = options.activation;
-
-  auto make_dense = [&](std::shared_ptr<const DenseWeights> weights,
-                        std::vector<float> b) -> std::unique_ptr<Linear> {
-    if (dense) return dense(name, std::move(weights), std::move(b));
-    return std::make_unique<DenseLinear>(name, std::move(weights), std::move(b));
-  };
-  auto finish = [&](std::unique_ptr<Linear> linear) {
-    entry.kernel = linear->kernel_name();
-    entry.weight_bytes = linear->weight_bytes();
-    plan.push_back(std::move(entry));
-    return linear;
-  };
+  desc.chained = options.device.kind == DeviceKind::cuda;  // the executor's one stream
 
   const LayerSelection::Decision decision = selection.decide(name);
-  const bool tied_head = tied_weights != nullptr;
-  if (tied_head) {
+  if (tied_weights) {
     // Tied classifier: quantizing it would quantize the embedding table it shares (or need a
     // second copy of it), so it stays in full precision and reads the embedding table.
     NIBBLE_CHECK(tied_weights->rows == n && tied_weights->cols == k,
@@ -157,7 +162,8 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
                        ? "tied to the embedding table: MXFP4 refused (it would quantize the "
                          "embedding too); kept in full precision"
                        : "tied to the embedding table (lm_head not selected)";
-    return finish(make_dense(std::move(tied_weights), {}));
+    r.dense = std::move(tied_weights);
+    return r;
   }
   NIBBLE_CHECK(decision.module != nullptr, "{}: linear layer \"{}\" is missing (no {}.weight)",
                tensors.where(), name, name);
@@ -183,28 +189,168 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
                  tensors.where(), name, dtype_name(blocks.dtype), dtype_name(scales.dtype));
     entry.mxfp4 = entry.prequantized = true;
     entry.reason = fmt::format("MXFP4 in the checkpoint ({} layout)", source_layout_name(mod.layout));
-    return finish(std::make_unique<QuantLinear>(
-        desc, Mxfp4HostWeights{blocks.data, scales.data, n, k},
-        bias.empty() ? nullptr : bias.data(), options.device, options.kernels));
+    r.blocks = blocks.data;
+    r.scales = scales.data;
+    return r;
   }
   const TensorView& weight = tensors.at(name + ".weight", {int64_t(n), int64_t(k)});
   if (!decision.mxfp4) {
     entry.reason = decision.reason;
-    return finish(make_dense(dense_weights_from(weight, tensors.where()), bias));
+    r.dense = dense_weights_from(weight, tensors.where());
+    return r;
   }
-  // Quantize at load, then let the kernels repack; this packed copy is freed on return.
+  // Quantize at load, then let the kernels repack; these bytes are freed once it is built.
   const size_t bpr = mxfp4_blocks_per_row(k);
-  std::vector<uint8_t> blocks(n * bpr * kMxfp4BlockBytes), scales(n * bpr);
+  r.owned_blocks.resize(n * bpr * kMxfp4BlockBytes);
+  r.owned_scales.resize(n * bpr);
   Mxfp4QuantizeOptions qo;
   qo.rule = options.scale_rule;
   qo.tensor_name = name + ".weight";
-  mxfp4_quantize(weight.data, weight.dtype, n, k, blocks.data(), scales.data(), qo);
+  mxfp4_quantize(weight.data, weight.dtype, n, k, r.owned_blocks.data(), r.owned_scales.data(), qo);
   entry.mxfp4 = true;
   entry.reason = fmt::format("quantized at load, {} scales ({})", scale_rule_name(options.scale_rule),
                              decision.reason);
-  return finish(std::make_unique<QuantLinear>(
-      desc, Mxfp4HostWeights{blocks.data(), scales.data(), n, k},
-      bias.empty() ? nullptr : bias.data(), options.device, options.kernels));
+  return r;
+}
+
+std::unique_ptr<Linear> build_linear(ResolvedLinear& r, const ModelLoadOptions& options,
+                                     const DenseLinearMaker& dense) {
+  if (!r.dense)
+    return std::make_unique<QuantLinear>(r.desc, r.mxfp4(), r.bias.empty() ? nullptr : r.bias.data(),
+                                         options.device, options.kernels);
+  if (dense) return dense(r.desc.name, std::move(r.dense), std::move(r.bias));
+  return std::make_unique<DenseLinear>(r.desc.name, std::move(r.dense), std::move(r.bias));
+}
+
+void record(LinearPlanEntry entry, const Linear& linear, size_t weight_bytes,
+            std::vector<LinearPlanEntry>& plan) {
+  entry.kernel = linear.kernel_name();
+  entry.weight_bytes = weight_bytes;
+  plan.push_back(std::move(entry));
+}
+
+}  // namespace
+
+std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::string& name,
+                                    LinearRole role, size_t n, size_t k, bool has_bias,
+                                    const LayerSelection& selection,
+                                    const ModelLoadOptions& options,
+                                    std::shared_ptr<const DenseWeights> tied_weights,
+                                    std::vector<LinearPlanEntry>& plan,
+                                    const DenseLinearMaker& dense) {
+  ResolvedLinear r =
+      resolve_linear(tensors, name, role, n, k, has_bias, selection, options, std::move(tied_weights));
+  std::unique_ptr<Linear> linear = build_linear(r, options, dense);
+  record(std::move(r.entry), *linear, linear->weight_bytes(), plan);
+  return linear;
+}
+
+LinearGroup make_linear_group(const TensorSource& tensors, const std::string& fused_name,
+                              const std::vector<LinearGroupMember>& members, size_t k,
+                              bool has_bias, const LayerSelection& selection,
+                              const ModelLoadOptions& options, std::vector<LinearPlanEntry>& plan,
+                              const DenseLinearMaker& dense) {
+  NIBBLE_CHECK(!members.empty(), "linear group {} has no members", fused_name);
+  std::vector<ResolvedLinear> parts;
+  bool all_mxfp4 = true;
+  for (const LinearGroupMember& m : members) {
+    parts.push_back(
+        resolve_linear(tensors, m.name, m.role, m.n, k, has_bias, selection, options, nullptr));
+    all_mxfp4 &= parts.back().dense == nullptr;
+  }
+  std::vector<size_t> widths;
+  for (const LinearGroupMember& m : members) widths.push_back(m.n);
+
+  if (!options.fuse_linears || !all_mxfp4 || members.size() == 1) {
+    std::vector<std::unique_ptr<Linear>> linears;
+    for (ResolvedLinear& r : parts) {
+      linears.push_back(build_linear(r, options, dense));
+      record(std::move(r.entry), *linears.back(), linears.back()->weight_bytes(), plan);
+    }
+    return LinearGroup(std::move(linears));
+  }
+  // Stack the members' rows (the checkpoint layout is row-major in blocks and scales), then
+  // quantized-at-load bytes are freed member by member as they are copied.
+  const size_t bpr = mxfp4_blocks_per_row(k);
+  size_t total = 0;
+  for (size_t n : widths) total += n;
+  std::vector<uint8_t> blocks(total * bpr * kMxfp4BlockBytes), scales(total * bpr);
+  std::vector<float> bias;
+  size_t row = 0;
+  for (ResolvedLinear& r : parts) {
+    const Mxfp4HostWeights w = r.mxfp4();
+    std::memcpy(blocks.data() + row * bpr * kMxfp4BlockBytes, w.blocks, w.n * bpr * kMxfp4BlockBytes);
+    std::memcpy(scales.data() + row * bpr, w.scales, w.n * bpr);
+    bias.insert(bias.end(), r.bias.begin(), r.bias.end());
+    row += w.n;
+    r.owned_blocks = {}, r.owned_scales = {};
+  }
+  LinearDesc desc = parts.front().desc;
+  desc.name = fused_name;
+  desc.n = total;
+  auto fused = std::make_unique<QuantLinear>(desc, Mxfp4HostWeights{blocks.data(), scales.data(), total, k},
+                                             has_bias ? bias.data() : nullptr, options.device,
+                                             options.kernels);
+  // Each member's plan entry keeps its own reason and gets its share of the fused bytes (the
+  // shares add up to the whole, so floors summed over the plan stay exact).
+  const size_t bytes = fused->weight_bytes();
+  size_t given = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const size_t share = i + 1 == parts.size() ? bytes - given : bytes * widths[i] / total;
+    given += share;
+    parts[i].entry.reason += fmt::format("; run as one product with the rest of {} ({} rows)",
+                                         fused_name, total);
+    record(std::move(parts[i].entry), *fused, share, plan);
+  }
+  return LinearGroup(std::move(fused), std::move(widths));
+}
+
+// ---- LinearGroup ----------------------------------------------------------------------------
+
+LinearGroup::LinearGroup(std::unique_ptr<Linear> fused, std::vector<size_t> widths)
+    : fused_(std::move(fused)), widths_(std::move(widths)) {
+  size_t c = 0;
+  for (size_t n : widths_) columns_.push_back(c), c += n;
+  NIBBLE_CHECK(fused_ && fused_->n() == c, "fused layer of {} rows for members of {} in all",
+               fused_ ? fused_->n() : 0, c);
+}
+
+LinearGroup::LinearGroup(std::vector<std::unique_ptr<Linear>> members)
+    : members_(std::move(members)) {
+  size_t c = 0;
+  for (const auto& m : members_) widths_.push_back(m->n()), columns_.push_back(c), c += m->n();
+}
+
+size_t LinearGroup::width() const { return columns_.empty() ? 0 : columns_.back() + widths_.back(); }
+
+size_t LinearGroup::offset(size_t i, size_t m) const {
+  return fused_ ? columns_.at(i) : m * columns_.at(i);
+}
+
+size_t LinearGroup::stride(size_t i) const { return fused_ ? width() : widths_.at(i); }
+
+std::vector<const Linear*> LinearGroup::linears() const {
+  if (fused_) return {fused_.get()};
+  std::vector<const Linear*> out;
+  for (const auto& m : members_) out.push_back(m.get());
+  return out;
+}
+
+size_t LinearGroup::weight_bytes() const {
+  size_t bytes = 0;
+  for (const Linear* l : linears()) bytes += l->weight_bytes();
+  return bytes;
+}
+
+void LinearGroup::forward(const float* x, size_t m, float* out) const {
+  if (fused_) return fused_->forward(x, m, out);
+  for (size_t i = 0; i < members_.size(); ++i) members_[i]->forward(x, m, out + offset(i, m));
+}
+
+void LinearGroup::forward_on_device(const ActivationView& x, float* out, void* stream) const {
+  if (fused_) return fused_->forward_on_device(x, OutputView{out, OutputFormat::f32}, stream);
+  for (size_t i = 0; i < members_.size(); ++i)
+    members_[i]->forward_on_device(x, OutputView{out + offset(i, x.m), OutputFormat::f32}, stream);
 }
 
 std::string summarize_plan(const std::vector<LinearPlanEntry>& plan) {

@@ -32,6 +32,12 @@ struct ModelLoadOptions {
   // What the linear layers are fed. The CPU layers take F32 only; the CUDA executor feeds F32
   // (default: exact to ~2^-16 through two BF16 terms) or BF16 (--cuda-activations bf16).
   ActivationFormat activation = ActivationFormat::f32;
+  // Layers that read one input (q, k, v; gate, up) run as one product when all are MXFP4
+  // (make_linear_group); false keeps them apart (--no-fuse), for comparison.
+  bool fuse_linears = true;
+  // The CUDA executor replays each decode shape's forward as a CUDA graph (--no-cuda-graphs:
+  // launch every kernel from the host each time).
+  bool cuda_graphs = true;
 };
 
 // Makes the full-precision layers where they run: empty = DenseLinear on the CPU; the CUDA
@@ -90,6 +96,54 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
                                     std::shared_ptr<const DenseWeights> tied_weights,
                                     std::vector<LinearPlanEntry>& plan,
                                     const DenseLinearMaker& dense = {});
+
+// Layers that read the same input, [n_i, k] each, as the model uses them: one product over
+// their stacked rows when every member is MXFP4 and ModelLoadOptions::fuse_linears (as vLLM's
+// QKVParallelLinear and MergedColumnParallelLinear), else the members one by one. At decode
+// that is one GEMV launch instead of three (q, k, v) or two (gate, up), over more rows: the
+// GEMV spreads 32-row groups over the SMs, and Llama's k and v alone have 32 groups each.
+//
+// The output of m rows is [m, width()] floats holding member i's [m, n_i] matrix at
+// out + offset(i, m), rows stride(i) apart: interleaved per row when fused, one block per
+// member when not. Consumers read through offset/stride, so both cases cost no copy.
+class LinearGroup {
+ public:
+  LinearGroup() = default;
+  LinearGroup(std::unique_ptr<Linear> fused, std::vector<size_t> widths);
+  explicit LinearGroup(std::vector<std::unique_ptr<Linear>> members);
+
+  bool fused() const { return fused_ != nullptr; }
+  size_t width() const;
+  size_t offset(size_t member, size_t m) const;
+  size_t stride(size_t member) const;
+  // CPU layers: x [m, k] F32 -> out [m, width()] in the layout above.
+  void forward(const float* x, size_t m, float* out) const;
+  // Device layers: x on the device -> out [x.m, width()] F32 on the device.
+  void forward_on_device(const ActivationView& x, float* out, void* stream) const;
+  // The layers it runs: the fused one, or the members.
+  std::vector<const Linear*> linears() const;
+  size_t weight_bytes() const;
+
+ private:
+  std::unique_ptr<Linear> fused_;
+  std::vector<std::unique_ptr<Linear>> members_;
+  std::vector<size_t> widths_, columns_;  // n_i, and the first column of each member
+};
+
+struct LinearGroupMember {
+  std::string name;  // "model.layers.0.self_attn.k_proj"
+  LinearRole role = LinearRole::q;
+  size_t n = 0;
+};
+
+// Resolves each member as make_linear does (a plan entry each, reasons kept); then, when all are MXFP4 and
+// options.fuse_linears, one QuantLinear named fused_name over their stacked rows and biases
+// (each entry's reason says so; its weight_bytes is its share of the fused layer's).
+LinearGroup make_linear_group(const TensorSource& tensors, const std::string& fused_name,
+                              const std::vector<LinearGroupMember>& members, size_t k,
+                              bool has_bias, const LayerSelection& selection,
+                              const ModelLoadOptions& options, std::vector<LinearPlanEntry>& plan,
+                              const DenseLinearMaker& dense = {});
 
 // Dense weights from a tensor (F32 kept F32, BF16 kept BF16, F16 widened to F32).
 std::shared_ptr<DenseWeights> dense_weights_from(const TensorView& tensor, const std::string& where);

@@ -180,7 +180,7 @@ INSTANTIATE_TEST_SUITE_P(
                          c.bf16_out ? "_bf16" : "_f32", c.in_place ? "_inplace" : "");
     });
 
-// ---- RoPE ------------------------------------------------------------------------------------
+// ---- q/k norms, RoPE and the cache store ---------------------------------------------------
 
 void rope_ref(float* x, size_t count, size_t start, size_t heads, size_t d,
               const std::vector<float>& inv_freq, bool interleaved) {
@@ -203,47 +203,114 @@ void rope_ref(float* x, size_t count, size_t start, size_t heads, size_t d,
 }
 
 struct RopeCase {
-  size_t tokens, start, q_heads, k_heads, head_dim;
-  bool interleaved;
+  size_t tokens, start, q_heads, kv_heads, head_dim;
+  bool interleaved, qk_norm, fused;  // fused: q|k|v interleaved per row, else three blocks
 };
 
-class CudaRope : public ::testing::TestWithParam<RopeCase> {};
+class CudaQkvRope : public ::testing::TestWithParam<RopeCase> {};
 
-TEST_P(CudaRope, MatchesCpuReference) {
+TEST_P(CudaQkvRope, MatchesCpuReference) {
   NIBBLE_REQUIRE_CUDA();
   const RopeCase c = GetParam();
   const uint64_t seed = test::test_seed();
   SCOPED_TRACE(test::seed_trace(seed));
   std::mt19937 rng{uint32_t(seed)};
+  const size_t d = c.head_dim, qw = c.q_heads * d, kvw = c.kv_heads * d, width = qw + 2 * kvw;
+  const size_t capacity = c.start + c.tokens + 2;
   // inv_freq as LlamaConfig::rope_inv_freq computes it for theta = 10000 (no scaling).
-  std::vector<float> inv_freq(c.head_dim / 2);
+  std::vector<float> inv_freq(d / 2);
   for (size_t i = 0; i < inv_freq.size(); ++i)
-    inv_freq[i] = float(1.0 / std::pow(10000.0, double(2 * i) / double(c.head_dim)));
-  std::vector<float> q = random_vector(rng, c.tokens * c.q_heads * c.head_dim);
-  std::vector<float> k = random_vector(rng, c.tokens * c.k_heads * c.head_dim);
-  DeviceVector<float> d_q(q), d_k(k), d_f(inv_freq);
-  rope_ref(q.data(), c.tokens, c.start, c.q_heads, c.head_dim, inv_freq, c.interleaved);
-  rope_ref(k.data(), c.tokens, c.start, c.k_heads, c.head_dim, inv_freq, c.interleaved);
-  RopeLaunch l;
-  l.q = d_q.get(), l.k = d_k.get(), l.inv_freq = d_f.get();
-  l.tokens = c.tokens, l.q_heads = c.q_heads, l.k_heads = c.k_heads, l.head_dim = c.head_dim;
-  l.start = c.start, l.interleaved = c.interleaved;
-  NIBBLE_CUDA_CHECK(cuda_rope(l, nullptr));
+    inv_freq[i] = float(1.0 / std::pow(10000.0, double(2 * i) / double(d)));
+  // The products as LinearGroup lays them out: member offsets and row strides.
+  const std::vector<float> qkv = random_vector(rng, c.tokens * width);
+  const size_t off[3] = {0, c.fused ? qw : c.tokens * qw, c.fused ? qw + kvw : c.tokens * (qw + kvw)};
+  const size_t stride[3] = {c.fused ? width : qw, c.fused ? width : kvw, c.fused ? width : kvw};
+  const std::vector<float> q_norm = random_vector(rng, d, 1, 0.3f), k_norm = random_vector(rng, d, 1, 0.3f);
+
+  // The CPU model's order: copy out, per-head RMSNorm, RoPE, store into the cache rows.
+  std::vector<float> q(c.tokens * qw), k(c.tokens * kvw), v(c.tokens * kvw);
+  for (size_t t = 0; t < c.tokens; ++t) {
+    std::copy_n(qkv.begin() + off[0] + t * stride[0], qw, q.begin() + t * qw);
+    std::copy_n(qkv.begin() + off[1] + t * stride[1], kvw, k.begin() + t * kvw);
+    std::copy_n(qkv.begin() + off[2] + t * stride[2], kvw, v.begin() + t * kvw);
+  }
+  if (c.qk_norm) {
+    for (size_t i = 0; i < c.tokens * c.q_heads; ++i)
+      rms_norm_ref(&q[i * d], q_norm.data(), d, 1e-6f, &q[i * d]);
+    for (size_t i = 0; i < c.tokens * c.kv_heads; ++i)
+      rms_norm_ref(&k[i * d], k_norm.data(), d, 1e-6f, &k[i * d]);
+  }
+  rope_ref(q.data(), c.tokens, c.start, c.q_heads, d, inv_freq, c.interleaved);
+  rope_ref(k.data(), c.tokens, c.start, c.kv_heads, d, inv_freq, c.interleaved);
+  // Cache rows outside start .. start + tokens - 1 must stay as they were (NaN here).
+  std::vector<float> want_k(capacity * kvw, kNan), want_v(capacity * kvw, kNan);
+  std::copy(k.begin(), k.end(), want_k.begin() + c.start * kvw);
+  std::copy(v.begin(), v.end(), want_v.begin() + c.start * kvw);
+
+  DeviceVector<float> d_qkv(qkv), d_f(inv_freq), d_qn(q_norm), d_kn(k_norm);
+  DeviceVector<float> d_q(std::vector<float>(q.size(), kNan));
+  DeviceVector<float> d_kc(std::vector<float>(want_k.size(), kNan)), d_vc(std::vector<float>(want_v.size(), kNan));
+  DeviceVector<int32_t> d_pos(std::vector<int32_t>{int32_t(c.start)});
+  QkvRopeLaunch l;
+  l.q = d_qkv.get() + off[0], l.k = d_qkv.get() + off[1], l.v = d_qkv.get() + off[2];
+  l.q_stride = stride[0], l.k_stride = stride[1], l.v_stride = stride[2];
+  if (c.qk_norm) l.q_norm = d_qn.get(), l.k_norm = d_kn.get();
+  l.eps = 1e-6f;
+  l.q_out = d_q.get(), l.k_cache = d_kc.get(), l.v_cache = d_vc.get();
+  l.position = d_pos.get(), l.inv_freq = d_f.get();
+  l.tokens = c.tokens, l.q_heads = c.q_heads, l.kv_heads = c.kv_heads, l.head_dim = d;
+  l.interleaved = c.interleaved;
+  NIBBLE_CUDA_CHECK(cuda_qkv_rope(l, nullptr));
   expect_close(d_q.to_host(), q, kF32MaxRel, kF32Nmse, "q");
-  expect_close(d_k.to_host(), k, kF32MaxRel, kF32Nmse, "k");
+  const std::vector<float> got_k = d_kc.to_host(), got_v = d_vc.to_host();
+  for (size_t i = 0; i < got_k.size(); ++i) {
+    const bool row = i >= c.start * kvw && i < (c.start + c.tokens) * kvw;
+    if (!row) {
+      ASSERT_TRUE(std::isnan(got_k[i]) && std::isnan(got_v[i])) << "cache element " << i << " written";
+      continue;
+    }
+    ASSERT_EQ(got_v[i], want_v[i]) << "value element " << i << " (copied exactly)";
+    const float kref = want_k[i], tol = float(kF32MaxRel) * 8 * (1 + std::abs(kref));
+    ASSERT_NEAR(got_k[i], kref, tol) << "key element " << i;
+  }
 }
 
+// Decode (1 token) and chunks (3, 5, 8), positions 0 .. 4090; head_dim 8 (stories260K), 64,
+// 128, 256 (a block of 128 threads); both RoPE conventions; with and without the Qwen3 norms;
+// the fused layout and the separate one.
 INSTANTIATE_TEST_SUITE_P(
-    Cases, CudaRope,
-    ::testing::Values(RopeCase{1, 0, 4, 2, 64, false}, RopeCase{1, 0, 4, 2, 64, true},
-                      RopeCase{5, 37, 8, 2, 128, false}, RopeCase{5, 37, 8, 2, 128, true},
-                      RopeCase{8, 1000, 8, 4, 8, false}, RopeCase{8, 1000, 8, 4, 8, true},
-                      RopeCase{3, 4090, 32, 8, 128, false}),
+    Cases, CudaQkvRope,
+    ::testing::Values(RopeCase{1, 0, 4, 2, 64, false, false, true},
+                      RopeCase{1, 0, 4, 2, 64, true, false, false},
+                      RopeCase{5, 37, 8, 2, 128, false, true, true},
+                      RopeCase{5, 37, 8, 2, 128, true, true, false},
+                      RopeCase{8, 1000, 8, 4, 8, false, false, false},
+                      RopeCase{8, 1000, 8, 4, 8, true, true, true},
+                      RopeCase{3, 4090, 32, 8, 128, false, false, true},
+                      RopeCase{2, 11, 4, 4, 256, false, true, true}),
     [](const auto& info) {
       const RopeCase& c = info.param;
-      return fmt::format("T{}_start{}_H{}_KV{}_D{}_{}", c.tokens, c.start, c.q_heads, c.k_heads,
-                         c.head_dim, c.interleaved ? "interleaved" : "rotate_half");
+      return fmt::format("T{}_start{}_H{}_KV{}_D{}_{}{}_{}", c.tokens, c.start, c.q_heads,
+                         c.kv_heads, c.head_dim, c.interleaved ? "interleaved" : "rotate_half",
+                         c.qk_norm ? "_qknorm" : "", c.fused ? "fused" : "separate");
     });
+
+TEST(CudaQkvRopeRefusals, ShapesAndPointersAreChecked) {
+  QkvRopeLaunch l;
+  float dummy = 0;
+  int32_t position = 0;
+  l.q = l.k = l.v = &dummy;
+  l.q_out = l.k_cache = l.v_cache = &dummy;
+  l.inv_freq = &dummy, l.position = &position;
+  l.tokens = 1, l.q_heads = 4, l.kv_heads = 2, l.head_dim = 7;
+  EXPECT_EQ(cuda_qkv_rope(l, nullptr), cudaErrorInvalidValue);  // odd head_dim
+  l.head_dim = 512;
+  EXPECT_EQ(cuda_qkv_rope(l, nullptr), cudaErrorInvalidValue);  // above 256
+  l.head_dim = 64, l.position = nullptr;
+  EXPECT_EQ(cuda_qkv_rope(l, nullptr), cudaErrorInvalidValue);  // no position
+  l.tokens = 0;
+  EXPECT_EQ(cuda_qkv_rope(l, nullptr), cudaSuccess);  // empty problem
+}
 
 // ---- attention -------------------------------------------------------------------------------
 
@@ -301,13 +368,14 @@ TEST_P(CudaAttention, MatchesCpuReference) {
                 c.window, want.data());
 
   DeviceVector<float> d_q(q), d_k(k), d_v(v);
+  DeviceVector<int32_t> d_pos(std::vector<int32_t>{int32_t(c.start)});
   DeviceVector<float> d_out32(std::vector<float>(want.size(), kNan));
   DeviceVector<uint16_t> d_out16(std::vector<uint16_t>(want.size(), 0x7fc0));
   AttentionLaunch l;
   l.q = d_q.get(), l.k = d_k.get(), l.v = d_v.get();
   l.out = c.bf16_out ? static_cast<void*>(d_out16.get()) : d_out32.get();
   l.out_format = c.bf16_out ? OutputFormat::bf16 : OutputFormat::f32;
-  l.tokens = c.tokens, l.start = c.start, l.heads = c.heads, l.kv_heads = c.kv_heads;
+  l.tokens = c.tokens, l.position = d_pos.get(), l.heads = c.heads, l.kv_heads = c.kv_heads;
   l.head_dim = c.head_dim, l.window = c.window;
   l.scale = 1.0f / std::sqrt(float(c.head_dim));
   NIBBLE_CUDA_CHECK(cuda_attention(l, nullptr));
@@ -340,12 +408,16 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(CudaAttentionRefusals, HeadDimAndGroupsAreChecked) {
   AttentionLaunch l;
   float dummy = 0;
+  int32_t position = 0;
   l.q = l.k = l.v = &dummy;
   l.out = &dummy;
+  l.position = &position;
   l.tokens = 1, l.heads = 4, l.kv_heads = 2, l.head_dim = 512;
   EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // head_dim > 256
   l.head_dim = 64, l.kv_heads = 3;
   EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // 4 heads, 3 KV heads
+  l.kv_heads = 2, l.position = nullptr;
+  EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // no position
   l.tokens = 0;
   EXPECT_EQ(cuda_attention(l, nullptr), cudaSuccess);  // empty problem
 }
@@ -357,24 +429,37 @@ TEST(CudaSiluMul, MatchesCpuReference) {
   const uint64_t seed = test::test_seed();
   SCOPED_TRACE(test::seed_trace(seed));
   std::mt19937 rng{uint32_t(seed)};
-  for (const size_t count : {size_t(1), size_t(1000), size_t(8 * 14336)}) {
-    const std::vector<float> gate = random_vector(rng, count, 0, 3), up = random_vector(rng, count);
+  struct Shape { size_t rows, cols; bool fused; };
+  for (const Shape sh : {Shape{1, 1, true}, Shape{3, 1000, true}, Shape{3, 1000, false},
+                         Shape{8, 14336, true}, Shape{8, 14336, false}}) {
+    const size_t rows = sh.rows, cols = sh.cols, count = rows * cols;
+    const std::string what = fmt::format("{}x{} {}", rows, cols, sh.fused ? "fused" : "separate");
+    // A gate|up product: per row [gate | up] (fused), or the gate block then the up block.
+    const std::vector<float> product = random_vector(rng, 2 * count, 0, 3);
+    SiluMulLaunch l;
+    l.gate_stride = l.up_stride = sh.fused ? 2 * cols : cols;
+    const size_t up_at = sh.fused ? cols : count;
     std::vector<float> want(count);
-    for (size_t i = 0; i < count; ++i) want[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-    DeviceVector<float> d_gate(gate), d_up(up), d_out(std::vector<float>(count, kNan));
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t i = 0; i < cols; ++i) {
+        const float g = product[r * l.gate_stride + i], u = product[up_at + r * l.up_stride + i];
+        want[r * cols + i] = g / (1.0f + std::exp(-g)) * u;
+      }
+    DeviceVector<float> d_product(product), d_out(std::vector<float>(count, kNan));
     DeviceVector<uint16_t> d_out16(std::vector<uint16_t>(count, 0x7fc0));
-    NIBBLE_CUDA_CHECK(cuda_silu_mul(d_gate.get(), d_up.get(), d_out.get(), OutputFormat::f32,
-                                    count, nullptr));
-    NIBBLE_CUDA_CHECK(cuda_silu_mul(d_gate.get(), d_up.get(), d_out16.get(), OutputFormat::bf16,
-                                    count, nullptr));
-    expect_close(d_out.to_host(), want, kF32MaxRel, kF32Nmse, "f32, count " + std::to_string(count));
-    expect_close(bf16_to_f32_vector(d_out16.to_host()), want, kBf16MaxRel, kBf16Nmse,
-                 "bf16, count " + std::to_string(count));
-    // In place over the gate (what the executor may do with F32 activations).
-    NIBBLE_CUDA_CHECK(cuda_silu_mul(d_gate.get(), d_up.get(), d_gate.get(), OutputFormat::f32,
-                                    count, nullptr));
-    expect_close(d_gate.to_host(), want, kF32MaxRel, kF32Nmse, "in place");
+    l.gate = d_product.get(), l.up = d_product.get() + up_at, l.rows = rows, l.cols = cols;
+    l.out = d_out.get(), l.out_format = OutputFormat::f32;
+    NIBBLE_CUDA_CHECK(cuda_silu_mul(l, nullptr));
+    l.out = d_out16.get(), l.out_format = OutputFormat::bf16;
+    NIBBLE_CUDA_CHECK(cuda_silu_mul(l, nullptr));
+    expect_close(d_out.to_host(), want, kF32MaxRel, kF32Nmse, "f32, " + what);
+    expect_close(bf16_to_f32_vector(d_out16.to_host()), want, kBf16MaxRel, kBf16Nmse, "bf16, " + what);
   }
+  SiluMulLaunch bad;
+  float dummy = 0;
+  bad.gate = bad.up = &dummy, bad.out = &dummy, bad.rows = 2, bad.cols = 4, bad.gate_stride = 2;
+  bad.up_stride = 4;
+  EXPECT_EQ(cuda_silu_mul(bad, nullptr), cudaErrorInvalidValue);  // rows would overlap
 }
 
 TEST(CudaEmbeddingGather, CopiesRowsExactly) {

@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_elementwise.h"
 #include "kernels/cuda/sm80_mxfp4_gemv.h"
 #endif
 
@@ -207,6 +208,59 @@ TEST(Sm80Mxfp4GemvActivationLoads, VectorBitIdenticalToElementLoads) {
                                   << m * n << " outputs differ (or are NaN)";
           }
       }
+}
+
+// Chained launches (PDL, cuda_launch.cuh) in a chain like a forward's, on one stream: a kernel
+// writes the activations from NaN, the GEMV reads them, the next kernel overwrites them with
+// NaN. Reading them before they are written, or after they are overwritten, shows as NaN or
+// as a difference from the same GEMV launched alone: the outputs must be bit-identical.
+TEST(Sm80Mxfp4GemvChained, WaitsForTheKernelBeforeIt) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    GTEST_SKIP() << "no CUDA device";
+  }
+  const uint64_t seed = test::linear_test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  cudaStream_t stream = nullptr;
+  NIBBLE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (auto [n, k] : {std::pair<size_t, size_t>{4096, 14336}, {1024, 4096}, {2880, 2880}}) {
+    const size_t m = 8;
+    SCOPED_TRACE(testing::Message() << "N=" << n << " K=" << k);
+    const LinearCase c{n, k, m, false, ActivationFormat::f32, OutputFormat::f32};
+    const test::RandomLinear r = test::make_random_linear(c, seed + n + k);
+    const GemvPacked packed = mxfp4_gemv_pack(r.weights());
+    DeviceArray<uint8_t> w(packed.weights.size()), sc(packed.scales.size());
+    DeviceArray<float> source(m * k * 4), nan(m * k * 4), act(m * k * 4), out(m * n * 4);
+    NIBBLE_CUDA_CHECK(cudaMemcpy(w.ptr, packed.weights.data(), packed.weights.size(), cudaMemcpyHostToDevice));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(sc.ptr, packed.scales.data(), packed.scales.size(), cudaMemcpyHostToDevice));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(source.ptr, r.act.data(), m * k * 4, cudaMemcpyHostToDevice));
+    NIBBLE_CUDA_CHECK(cudaMemset(nan.ptr, 0xff, m * k * 4));
+    GemvLaunch l;
+    l.weights = w.ptr, l.scales = sc.ptr, l.act = act.ptr, l.out = out.ptr;
+    l.n = n, l.k = k, l.m = m, l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
+    l.activation = ActivationFormat::f32, l.output = OutputFormat::f32;
+    l.special_scales = packed.special_scales;
+    std::vector<float> alone(m * n), chained(m * n);
+    NIBBLE_CUDA_CHECK(cudaMemcpy(act.ptr, source.ptr, m * k * 4, cudaMemcpyDeviceToDevice));
+    NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(l, stream)));
+    NIBBLE_CUDA_CHECK(cudaStreamSynchronize(stream));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(alone.data(), out.ptr, m * n * 4, cudaMemcpyDeviceToHost));
+    l.chained = true;
+    for (int round = 0; round < 20; ++round) {
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(out.ptr, 0xff, m * n * 4, stream));  // NaN poison
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(nan.ptr, 1, m, k, nullptr, act.ptr, stream));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(source.ptr, 1, m, k, nullptr, act.ptr, stream));
+      NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(l, stream)));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(nan.ptr, 1, m, k, nullptr, act.ptr, stream));
+      NIBBLE_CUDA_CHECK(cudaStreamSynchronize(stream));
+      NIBBLE_CUDA_CHECK(cudaMemcpy(chained.data(), out.ptr, m * n * 4, cudaMemcpyDeviceToHost));
+      size_t differ = 0;
+      for (size_t i = 0; i < m * n; ++i) differ += std::memcmp(&alone[i], &chained[i], 4) != 0;
+      ASSERT_EQ(differ, 0u) << "round " << round << ": " << differ << " of " << m * n << " outputs differ";
+    }
+  }
+  NIBBLE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
 TEST(Sm80Mxfp4GemvRegistry, IsRegisteredAndRefusesLargeM) {

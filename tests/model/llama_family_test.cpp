@@ -63,6 +63,17 @@ std::vector<float> logits_of(const LlamaModel& m, const std::vector<int32_t>& to
   return out;
 }
 
+// The last-token logits of each step of a token-by-token decode of `tokens`.
+std::vector<float> stepped_logits(const LlamaModel& m, const std::vector<int32_t>& tokens) {
+  KvCache cache = m.make_cache(tokens.size());
+  std::vector<float> one(m.config().vocab, NAN), out;
+  for (int32_t t : tokens) {
+    m.forward(std::span<const int32_t>(&t, 1), cache, one.data());
+    out.insert(out.end(), one.begin(), one.end());
+  }
+  return out;
+}
+
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double d = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -95,13 +106,7 @@ TEST_P(Families, WrittenReadBackPrefillEqualsDecode) {
     EXPECT_EQ(m.model->config().family, p.family);
     const std::vector<int32_t> tokens = random_tokens(19, c.vocab);
     const std::vector<float> all = logits_of(*m.model, tokens);
-    KvCache cache = m.model->make_cache(tokens.size());
-    std::vector<float> one(c.vocab, NAN), stepped;
-    for (int32_t t : tokens) {
-      m.model->forward(std::span<const int32_t>(&t, 1), cache, one.data());
-      stepped.insert(stepped.end(), one.begin(), one.end());
-    }
-    EXPECT_LT(max_abs_diff(all, stepped), 1e-4);
+    EXPECT_LT(max_abs_diff(all, stepped_logits(*m.model, tokens)), 1e-4);
     for (const LinearPlanEntry& e : m.model->plan()) {
       const bool expect_mx = std::string(layers) == "all" && !(p.tied && e.role == LinearRole::lm_head);
       EXPECT_EQ(e.mxfp4, expect_mx) << e.name << ": " << e.reason;
@@ -303,6 +308,43 @@ TEST(TiedGate, SyntheticTiedModelKeepsClassifierWithReason) {
   EXPECT_TRUE(LlamaModel::build(u, *tu, o)->plan().back().mxfp4);
 }
 
+// q|k|v and gate|up fused into one MXFP4 product each give the members' products exactly (rows
+// are independent), on every family switch that touches them (Qwen2's qkv biases, Qwen3's q/k
+// norms); a group with a full-precision member is not fused.
+TEST(FusedProjections, SameLogitsAsSeparateLayers) {
+  for (const LlamaFamily family : {LlamaFamily::llama, LlamaFamily::qwen2, LlamaFamily::qwen3}) {
+    const LlamaConfig c = small(family, 64, false);
+    SCOPED_TRACE(llama_family_name(family));
+    const auto t = synth_llama_tensors(c, std::random_device{}(), DType::BF16);
+    const std::vector<int32_t> tokens = random_tokens(12, c.vocab);
+    for (const bool mixed : {false, true}) {
+      SCOPED_TRACE(mixed ? "k_proj excluded" : "all MXFP4");
+      ModelLoadOptions fused;
+      fused.mxfp4_layers = "all";
+      fused.max_batch_tokens = 5;
+      if (mixed) fused.exclude = {"*.k_proj"};
+      ModelLoadOptions apart = fused;
+      apart.fuse_linears = false;
+      const auto a = LlamaModel::build(c, *t, fused), b = LlamaModel::build(c, *t, apart);
+      EXPECT_EQ(max_abs_diff(logits_of(*a, tokens), logits_of(*b, tokens)), 0.0);
+      ASSERT_EQ(a->plan().size(), b->plan().size());
+      size_t fused_entries = 0, bytes_a = 0, bytes_b = 0;
+      for (size_t i = 0; i < a->plan().size(); ++i) {
+        const LinearPlanEntry &ea = a->plan()[i], &eb = b->plan()[i];
+        EXPECT_EQ(ea.name, eb.name);
+        EXPECT_EQ(ea.mxfp4, eb.mxfp4) << ea.name;
+        EXPECT_EQ(eb.reason.find("one product"), std::string::npos) << eb.reason;
+        fused_entries += ea.reason.find("run as one product with the rest of") != std::string::npos;
+        bytes_a += ea.weight_bytes, bytes_b += eb.weight_bytes;
+      }
+      // Per layer: q, k, v and gate, up; with k dense only gate and up fuse.
+      EXPECT_EQ(fused_entries, c.layers * (mixed ? 2 : 5));
+      // Padding to the kernels' tiles may differ, so the totals agree to a few percent.
+      EXPECT_NEAR(double(bytes_a), double(bytes_b), 0.05 * double(bytes_b));
+    }
+  }
+}
+
 class Prequantized : public ::testing::TestWithParam<bool> {};
 
 // GetParam(): true = gpt-oss layout (P_blocks [n, k/32, 16]), false = compressed-tensors
@@ -416,11 +458,16 @@ TEST(Devices, CudaMatchesCpuOrSaysWhyNot) {
       const auto a = LlamaModel::build(c, *t, cpu);
       const auto b = LlamaModel::build(c, *t, cuda);
       ASSERT_EQ(b->device(), DeviceKind::cuda);
-      const std::vector<int32_t> tokens = random_tokens(19, c.vocab);  // 3 chunks of <= 8
+      // 3 chunks of <= 8 (two of the same shape: the second replays a captured graph)...
+      const std::vector<int32_t> tokens = random_tokens(19, c.vocab);
       const std::vector<float> want = logits_of(*a, tokens), got = logits_of(*b, tokens);
       double max_logit = 0;
       for (float v : want) max_logit = std::max(max_logit, double(std::abs(v)));
       EXPECT_LT(max_abs_diff(want, got) / max_logit, 1e-4);
+      // ...then decode one token at a time: the graph of a step replays at every position.
+      const std::vector<float> decoded_cpu = stepped_logits(*a, tokens);
+      const std::vector<float> decoded_gpu = stepped_logits(*b, tokens);
+      EXPECT_LT(max_abs_diff(decoded_cpu, decoded_gpu) / max_logit, 1e-4);
     }
   }
 }

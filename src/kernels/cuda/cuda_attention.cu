@@ -3,6 +3,7 @@
 
 #include "kernels/cuda/cuda_attention.h"
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_launch.cuh"
 
 namespace nibble {
 namespace {
@@ -20,10 +21,12 @@ constexpr int kPerLane = int(kAttentionMaxHeadDim / 32);
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch p) {
   __shared__ float s_acc[kWarps][kAttentionMaxHeadDim];
   __shared__ float s_max[kWarps], s_sum[kWarps];
+  pdl_launch_dependents();
+  pdl_wait();  // chained launches (cuda_launch.cuh): nothing is read or written before
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const size_t h = blockIdx.x, t = blockIdx.y, d = p.head_dim;
   const size_t kvh = h / (p.heads / p.kv_heads), kv_width = p.kv_heads * d;
-  const size_t pos = p.start + t;
+  const size_t pos = size_t(*p.position) + t;
   const size_t first = p.window && pos + 1 > p.window ? pos + 1 - p.window : 0;
 
   const float* q = p.q + (t * p.heads + h) * d;
@@ -107,13 +110,12 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
 
 cudaError_t cuda_attention(const AttentionLaunch& p, cudaStream_t stream) {
   if (p.tokens == 0 || p.heads == 0) return cudaSuccess;
-  if (!p.q || !p.k || !p.v || !p.out || p.kv_heads == 0 || p.heads % p.kv_heads != 0 ||
+  if (!p.q || !p.k || !p.v || !p.out || !p.position || p.kv_heads == 0 || p.heads % p.kv_heads != 0 ||
       p.head_dim == 0 || p.head_dim > kAttentionMaxHeadDim || p.tokens > 65535 ||
       p.heads >= (size_t(1) << 31))
     return cudaErrorInvalidValue;
   const dim3 grid(unsigned(p.heads), unsigned(p.tokens));
-  attention_kernel<<<grid, kWarps * 32, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch(attention_kernel, grid, dim3(kWarps * 32), 0, stream, true, p);
 }
 
 }  // namespace nibble

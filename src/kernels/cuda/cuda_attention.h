@@ -1,12 +1,13 @@
 // Causal grouped-query attention on the GPU over one layer's KV cache, F32:
 //
-//   query t (t = 0 .. tokens-1) is at position p = start + t and sees the cache positions
+//   query t (t = 0 .. tokens-1) is at position p = *position + t and sees the cache positions
 //   j = first .. p, first = window && p + 1 > window ? p + 1 - window : 0 (window 0: all);
 //   head h reads KV head h / (heads / kv_heads);
 //   out[t, h] = sum_j softmax_j(q[t, h] . k[j, kvh] * scale) v[j, kvh]
 //
 // as the CPU model's attention (transformers' eager attention with sliding_window). The
-// cache rows 0 .. start + tokens - 1 must be filled (the keys already rotated).
+// cache rows 0 .. p must be filled (the keys already rotated). The position lives in device
+// memory, so that a captured CUDA graph replays at any position.
 //
 // Work split: one block per (head, token), 8 warps; warp w takes the positions first + 4w ..
 // first + 4w + 3, then 32 further on, and so on (4 key rows in flight per warp), with a running
@@ -21,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels/linear_kernel.h"
 
@@ -30,11 +32,12 @@ inline constexpr size_t kAttentionMaxHeadDim = 256;  // 8 values per lane
 
 struct AttentionLaunch {
   const float* q = nullptr;  // [tokens, heads, head_dim]
-  const float* k = nullptr;  // [>= start + tokens, kv_heads, head_dim]: the layer's key rows
+  const float* k = nullptr;  // [>= p + tokens, kv_heads, head_dim]: the layer's key rows
   const float* v = nullptr;  // same shape, value rows
   void* out = nullptr;       // [tokens, heads, head_dim] in out_format
   OutputFormat out_format = OutputFormat::f32;
-  size_t tokens = 0, start = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  const int32_t* position = nullptr;  // device: the position of query 0
+  size_t tokens = 0, heads = 0, kv_heads = 0, head_dim = 0;
   size_t window = 0;         // 0: the whole prefix
   float scale = 1.0f;        // 1 / sqrt(head_dim)
 };

@@ -1,7 +1,9 @@
-// The device side of cuda_elementwise.h: grid-stride loops, 256 threads a block.
+// The device side of cuda_elementwise.h: grid-stride loops, 256 threads a block, each kernel
+// launched chained (cuda_launch.cuh): it waits for the kernels before it first.
 #include <algorithm>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/cuda/cuda_elementwise.h"
 
 namespace nibble {
@@ -22,6 +24,8 @@ unsigned blocks_for(size_t count) {
        i += size_t(gridDim.x) * blockDim.x)
 
 __global__ void embedding_gather_kernel(EmbeddingGatherLaunch p) {
+  pdl_launch_dependents();
+  pdl_wait();
   NIBBLE_GRID_STRIDE(i, p.count * p.cols) {
     const size_t t = i / p.cols, c = i % p.cols;
     const size_t at = size_t(p.ids[t]) * p.cols + c;
@@ -30,15 +34,20 @@ __global__ void embedding_gather_kernel(EmbeddingGatherLaunch p) {
   }
 }
 
-__global__ void silu_mul_kernel(const float* gate, const float* up, void* out, bool bf16,
-                                size_t count) {
-  NIBBLE_GRID_STRIDE(i, count) {
-    const float g = gate[i];
-    store(out, i, g / (1.0f + expf(-g)) * up[i], bf16);  // the CPU model's formula
+__global__ void silu_mul_kernel(SiluMulLaunch p) {
+  pdl_launch_dependents();
+  pdl_wait();
+  const bool bf16 = p.out_format == OutputFormat::bf16;
+  NIBBLE_GRID_STRIDE(i, p.rows * p.cols) {
+    const size_t r = i / p.cols, c = i % p.cols;
+    const float g = p.gate[r * p.gate_stride + c];
+    store(p.out, i, g / (1.0f + expf(-g)) * p.up[r * p.up_stride + c], bf16);  // the CPU model's formula
   }
 }
 
 __global__ void split_bf16_kernel(const float* x, size_t count, __nv_bfloat16* out) {
+  pdl_launch_dependents();
+  pdl_wait();
   NIBBLE_GRID_STRIDE(i, count) {
     const float v = x[i];
     const __nv_bfloat16 hi = __float2bfloat16_rn(v);
@@ -49,6 +58,8 @@ __global__ void split_bf16_kernel(const float* x, size_t count, __nv_bfloat16* o
 
 __global__ void combine_rows_kernel(const float* c, size_t parts, size_t count, size_t cols,
                                     const float* bias, float* out) {
+  pdl_launch_dependents();
+  pdl_wait();
   NIBBLE_GRID_STRIDE(i, count) {
     float v = c[i];
     if (parts == 2) v += c[count + i];
@@ -58,6 +69,8 @@ __global__ void combine_rows_kernel(const float* c, size_t parts, size_t count, 
 }
 
 __global__ void bf16_to_f32_kernel(const __nv_bfloat16* in, float* out, size_t count) {
+  pdl_launch_dependents();
+  pdl_wait();
   NIBBLE_GRID_STRIDE(i, count) out[i] = __bfloat162float(in[i]);
 }
 
@@ -68,17 +81,16 @@ __global__ void bf16_to_f32_kernel(const __nv_bfloat16* in, float* out, size_t c
 cudaError_t cuda_embedding_gather(const EmbeddingGatherLaunch& p, cudaStream_t stream) {
   if (p.count == 0 || p.cols == 0) return cudaSuccess;
   if (!p.table || !p.ids || !p.out) return cudaErrorInvalidValue;
-  embedding_gather_kernel<<<blocks_for(p.count * p.cols), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch(embedding_gather_kernel, dim3(blocks_for(p.count * p.cols)), dim3(kThreads), 0,
+                stream, true, p);
 }
 
-cudaError_t cuda_silu_mul(const float* gate, const float* up, void* out, OutputFormat out_format,
-                          size_t count, cudaStream_t stream) {
+cudaError_t cuda_silu_mul(const SiluMulLaunch& p, cudaStream_t stream) {
+  const size_t count = p.rows * p.cols;
   if (count == 0) return cudaSuccess;
-  if (!gate || !up || !out) return cudaErrorInvalidValue;
-  silu_mul_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
-      gate, up, out, out_format == OutputFormat::bf16, count);
-  return cudaGetLastError();
+  if (!p.gate || !p.up || !p.out || p.gate_stride < p.cols || p.up_stride < p.cols)
+    return cudaErrorInvalidValue;
+  return launch(silu_mul_kernel, dim3(blocks_for(count)), dim3(kThreads), 0, stream, true, p);
 }
 
 cudaError_t cuda_split_bf16(const float* x, size_t rows, size_t cols, void* out,
@@ -86,9 +98,8 @@ cudaError_t cuda_split_bf16(const float* x, size_t rows, size_t cols, void* out,
   const size_t count = rows * cols;
   if (count == 0) return cudaSuccess;
   if (!x || !out) return cudaErrorInvalidValue;
-  split_bf16_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
-      x, count, static_cast<__nv_bfloat16*>(out));
-  return cudaGetLastError();
+  return launch(split_bf16_kernel, dim3(blocks_for(count)), dim3(kThreads), 0, stream, true, x,
+                count, static_cast<__nv_bfloat16*>(out));
 }
 
 cudaError_t cuda_combine_rows(const float* c, size_t parts, size_t rows, size_t cols,
@@ -97,17 +108,15 @@ cudaError_t cuda_combine_rows(const float* c, size_t parts, size_t rows, size_t 
   if (count == 0) return cudaSuccess;
   if (!c || !out || (parts != 1 && parts != 2))
     return cudaErrorInvalidValue;
-  combine_rows_kernel<<<blocks_for(count), kThreads, 0, stream>>>(c, parts, count, cols, bias,
-                                                                  out);
-  return cudaGetLastError();
+  return launch(combine_rows_kernel, dim3(blocks_for(count)), dim3(kThreads), 0, stream, true, c,
+                parts, count, cols, bias, out);
 }
 
 cudaError_t cuda_bf16_to_f32(const void* in, float* out, size_t count, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   if (!in || !out) return cudaErrorInvalidValue;
-  bf16_to_f32_kernel<<<blocks_for(count), kThreads, 0, stream>>>(
-      static_cast<const __nv_bfloat16*>(in), out, count);
-  return cudaGetLastError();
+  return launch(bf16_to_f32_kernel, dim3(blocks_for(count)), dim3(kThreads), 0, stream, true,
+                static_cast<const __nv_bfloat16*>(in), out, count);
 }
 
 }  // namespace nibble

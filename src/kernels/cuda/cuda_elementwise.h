@@ -3,7 +3,7 @@
 // problem returns cudaSuccess at once):
 //
 //   cuda_embedding_gather  out[t, :] = F32(table[ids[t], :])      table F32 or BF16
-//   cuda_silu_mul          out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]   (SwiGLU), F32 in
+//   cuda_silu_mul          out[r, i] = g / (1 + exp(-g)) * up[r, i], g = gate[r, i]  (SwiGLU)
 //   cuda_split_bf16        x = hi + lo, both BF16: hi = bf16(x), lo = bf16(x - hi)
 //   cuda_combine_rows      out[r, :] = sum of `parts` row blocks of c (+ bias)
 //   cuda_bf16_to_f32       out[i] = F32(in[i])
@@ -31,9 +31,17 @@ struct EmbeddingGatherLaunch {
 };
 cudaError_t cuda_embedding_gather(const EmbeddingGatherLaunch& launch, cudaStream_t stream);
 
-// gate, up: [count] F32; out: [count] in out_format (may alias gate when F32).
-cudaError_t cuda_silu_mul(const float* gate, const float* up, void* out, OutputFormat out_format,
-                          size_t count, cudaStream_t stream);
+// gate, up: `rows` rows of `cols` F32, row r at gate + r * gate_stride (up likewise: the two
+// halves of a fused gate_up product, or two matrices); out: [rows, cols] in out_format.
+struct SiluMulLaunch {
+  const float* gate = nullptr;
+  const float* up = nullptr;
+  size_t gate_stride = 0, up_stride = 0;
+  void* out = nullptr;
+  OutputFormat out_format = OutputFormat::f32;
+  size_t rows = 0, cols = 0;
+};
+cudaError_t cuda_silu_mul(const SiluMulLaunch& launch, cudaStream_t stream);
 
 // x: [rows, cols] F32 -> out: [2 rows, cols] BF16, the hi rows first, then the lo rows.
 cudaError_t cuda_split_bf16(const float* x, size_t rows, size_t cols, void* out,

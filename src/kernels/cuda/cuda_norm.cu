@@ -1,5 +1,6 @@
 // The device side of cuda_norm.h.
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/cuda/cuda_norm.h"
 
 namespace nibble {
@@ -9,6 +10,8 @@ using namespace cuda_detail;
 
 __global__ void rms_norm_kernel(RmsNormLaunch p) {
   __shared__ float shared[32];
+  pdl_launch_dependents();
+  pdl_wait();  // chained launches (cuda_launch.cuh): nothing is read or written before
   const size_t row = blockIdx.x;
   float* x = p.x + row * p.n;
   const float* delta = p.delta ? p.delta + row * p.n : nullptr;
@@ -34,8 +37,7 @@ __global__ void rms_norm_kernel(RmsNormLaunch p) {
 cudaError_t cuda_rms_norm(const RmsNormLaunch& p, cudaStream_t stream) {
   if (p.rows == 0 || p.n == 0) return cudaSuccess;
   if (!p.x || !p.weight || !p.out || p.rows >= (size_t(1) << 31)) return cudaErrorInvalidValue;
-  rms_norm_kernel<<<unsigned(p.rows), row_threads(p.n), 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch(rms_norm_kernel, dim3(unsigned(p.rows)), dim3(row_threads(p.n)), 0, stream, true, p);
 }
 
 }  // namespace nibble

@@ -192,6 +192,7 @@ class Sm80Mxfp4Gemv final : public LinearKernel {
     launch.output = out.format;
     launch.special_scales = prepared->special_scales;
     launch.multiprocessors = multiprocessors();
+    launch.chained = layer.chained;
     NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(launch, stream)), "{} on layer {} (M={})",
                       name(), layer.name, act.m);
   }

@@ -7,10 +7,14 @@
 #include <atomic>
 #include <cstdint>
 
+#include "kernels/cuda/cuda_launch.cuh"
 #include "kernels/cuda/sm80_mxfp4_gemv.h"
 
 namespace nibble {
 namespace {
+
+using cuda_detail::pdl_launch_dependents;
+using cuda_detail::pdl_wait;
 
 constexpr int kMaxWarps = int(kGemvMaxWarps);
 // Chunks a warp keeps in flight in registers (the one being decoded plus kDepth - 1 ahead):
@@ -255,24 +259,43 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
   const int groups = first < p.n_groups ? (p.n_groups - 1 - first) / stride + 1 : 0;
   const int total = per_group * groups;
   int next_group = first, next_index = 0;  // the load cursor, in consumption order
-  const auto load = [&](Chunk<Act, kTiles>& ch) {
-    const int chunk = mate + next_index * p.team;
+  // Chunk `index` of the warp's group (chunk mate + index * team): weights and scales, which
+  // no kernel writes, then the activations, which the kernel before this one may.
+  const auto load_weights = [&](Chunk<Act, kTiles>& ch, int group, int index) {
+    const int chunk = mate + index * p.team;
 #pragma unroll
     for (int tt = 0; tt < kTiles; ++tt) {
-      const size_t at = size_t(next_group * kTiles + tt) * p.k_chunks + chunk;
+      const size_t at = size_t(group * kTiles + tt) * p.k_chunks + chunk;
       ch.w[tt] = __ldcs(p.weights + at * 32 + lane);  // streamed once: evict first
       ch.s[tt] = __ldg(p.scales + at * 8 + g);
     }
+  };
+  const auto load_acts = [&](Chunk<Act, kTiles>& ch, int index) {
+    const int chunk = mate + index * p.team;
     load_act<Act>(p, g, chunk * 64 + 8 * t, ch.a[0]);
     load_act<Act>(p, g, chunk * 64 + 32 + 8 * t, ch.a[1]);
+  };
+  const auto load = [&](Chunk<Act, kTiles>& ch) {
+    load_weights(ch, next_group, next_index);
+    load_acts(ch, next_index);
     if (++next_index == per_group) next_index = 0, next_group += stride;
   };
 
+  // Chained (cuda_launch.cuh): the first weights and the table while the kernel before this
+  // one finishes; its output (our activations) and our output buffer only after pdl_wait.
+  pdl_launch_dependents();
   Chunk<Act, kTiles> slot[kDepth];
 #pragma unroll
   for (int d = 0; d < kDepth - 1; ++d)
-    if (d < total) load(slot[d]);
+    if (d < total) {
+      load_weights(slot[d], next_group, next_index);
+      if (++next_index == per_group) next_index = 0, next_group += stride;
+    }
   build_lut(smem + (table - shared_address(smem)));  // while the first loads are in flight
+  pdl_wait();
+#pragma unroll
+  for (int d = 0; d < kDepth - 1; ++d)
+    if (d < total) load_acts(slot[d], d % per_group);  // the cursor started at index 0
   __syncthreads();
 
   // Warps with no chunks (K shorter than the team) still take part in every reduction.
@@ -310,7 +333,8 @@ struct KernelSlot {
 };
 
 template <typename Act, int kTiles, bool kSpecial>
-cudaError_t launch_one(const Params& p, int warps, int multiprocessors, cudaStream_t stream) {
+cudaError_t launch_one(const Params& p, int warps, int multiprocessors, bool chained,
+                       cudaStream_t stream) {
   static KernelSlot slot;
   const auto kernel = mxfp4_gemv_kernel<Act, kTiles, kSpecial>;
   const size_t smem = shared_bytes<kTiles>(warps);
@@ -334,21 +358,20 @@ cudaError_t launch_one(const Params& p, int warps, int multiprocessors, cudaStre
   }
   const int teams = warps / p.team;
   const int grid = std::min((p.n_groups + teams - 1) / teams, per_sm * multiprocessors);
-  kernel<<<grid, warps * 32, smem, stream>>>(p);
-  return cudaGetLastError();
+  return cuda_detail::launch(kernel, dim3(grid), dim3(warps * 32), smem, stream, chained, p);
 }
 
 // The instantiated configurations: tiles 2 (the default: two tiles share each activation
 // load, halving the L2 -> SM activation traffic) and 1 (the benchmark's --sweep), each with
 // the fast and the exact scale path.
 template <typename Act>
-cudaError_t launch_for(const Params& p, int tiles, int warps, bool special, int sms,
+cudaError_t launch_for(const Params& p, int tiles, int warps, bool special, int sms, bool chained,
                        cudaStream_t stream) {
   if (tiles == 2)
-    return special ? launch_one<Act, 2, true>(p, warps, sms, stream)
-                   : launch_one<Act, 2, false>(p, warps, sms, stream);
-  return special ? launch_one<Act, 1, true>(p, warps, sms, stream)
-                 : launch_one<Act, 1, false>(p, warps, sms, stream);
+    return special ? launch_one<Act, 2, true>(p, warps, sms, chained, stream)
+                   : launch_one<Act, 2, false>(p, warps, sms, chained, stream);
+  return special ? launch_one<Act, 1, true>(p, warps, sms, chained, stream)
+                 : launch_one<Act, 1, false>(p, warps, sms, chained, stream);
 }
 
 bool act_vector_possible(const GemvLaunch& l) {
@@ -407,8 +430,9 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   p.act_vector = vector_possible && l.act_vector != 0;
   const auto s = static_cast<cudaStream_t>(stream);
   return l.activation == ActivationFormat::bf16
-             ? launch_for<__nv_bfloat16>(p, tiles, warps, l.special_scales, l.multiprocessors, s)
-             : launch_for<float>(p, tiles, warps, l.special_scales, l.multiprocessors, s);
+             ? launch_for<__nv_bfloat16>(p, tiles, warps, l.special_scales, l.multiprocessors,
+                                         l.chained, s)
+             : launch_for<float>(p, tiles, warps, l.special_scales, l.multiprocessors, l.chained, s);
 }
 
 int mxfp4_gemv_binary_version() {

@@ -100,6 +100,9 @@ struct GemvLaunch {
   // it cannot).
   int act_vector = -1;
   int multiprocessors = 132;  // of the device: the persistent grid's size
+  // Launched chained (cuda_launch.cuh): the first weight loads and the decode table overlap
+  // the kernel before it on the stream (LinearDesc::chained; the benchmark times it alone).
+  bool chained = false;
 };
 
 // Launches on `stream`; returns the launch's status (the caller checks it).

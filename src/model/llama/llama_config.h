@@ -51,6 +51,7 @@ struct LlamaConfig {
 
   size_t q_width() const { return heads * head_dim; }
   size_t kv_width() const { return kv_heads * head_dim; }
+  size_t qkv_width() const { return q_width() + 2 * kv_width(); }
   size_t window(size_t layer) const {
     return layer < layer_window.size() ? layer_window[layer] : 0;
   }

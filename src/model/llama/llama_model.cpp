@@ -88,12 +88,16 @@ std::unique_ptr<LlamaModel> LlamaModel::build(const LlamaConfig& c, const Tensor
       return make_linear(t, p + name, role, n, k, bias, selection, options, nullptr, m->plan_,
                          dense);
     };
-    L.q = linear("self_attn.q_proj", LinearRole::q, c.q_width(), c.hidden, c.qkv_bias);
-    L.k = linear("self_attn.k_proj", LinearRole::k, c.kv_width(), c.hidden, c.qkv_bias);
-    L.v = linear("self_attn.v_proj", LinearRole::v, c.kv_width(), c.hidden, c.qkv_bias);
+    L.qkv = make_linear_group(t, p + "self_attn.qkv_proj",
+                              {{p + "self_attn.q_proj", LinearRole::q, c.q_width()},
+                               {p + "self_attn.k_proj", LinearRole::k, c.kv_width()},
+                               {p + "self_attn.v_proj", LinearRole::v, c.kv_width()}},
+                              c.hidden, c.qkv_bias, selection, options, m->plan_, dense);
     L.o = linear("self_attn.o_proj", LinearRole::o, c.hidden, c.q_width(), c.o_bias);
-    L.gate = linear("mlp.gate_proj", LinearRole::gate, c.ffn, c.hidden, false);
-    L.up = linear("mlp.up_proj", LinearRole::up, c.ffn, c.hidden, false);
+    L.gate_up = make_linear_group(t, p + "mlp.gate_up_proj",
+                                  {{p + "mlp.gate_proj", LinearRole::gate, c.ffn},
+                                   {p + "mlp.up_proj", LinearRole::up, c.ffn}},
+                                  c.hidden, false, selection, options, m->plan_, dense);
     L.down = linear("mlp.down_proj", LinearRole::down, c.hidden, c.ffn, false);
   }
   m->final_norm_ = norm_weights(t, "model.norm.weight", c.hidden);
@@ -121,8 +125,8 @@ size_t LlamaModel::weight_bytes() const {
   size_t bytes = embedding_->bytes() + final_norm_.size() * 4;
   for (const Layer& L : layers_) {
     bytes += (L.attn_norm.size() + L.ffn_norm.size() + L.q_norm.size() + L.k_norm.size()) * 4;
-    for (const auto* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down})
-      bytes += (*lin)->weight_bytes();
+    bytes += L.qkv.weight_bytes() + L.gate_up.weight_bytes() + L.o->weight_bytes() +
+             L.down->weight_bytes();
   }
   if (!config_.tied_embeddings) bytes += lm_head_->weight_bytes();
   return bytes;
@@ -231,17 +235,25 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache, 
                                bool all_logits) const {
   const LlamaConfig& c = config_;
   const size_t n = tokens.size(), start = cache.length(), H = c.hidden;
-  std::vector<float> x(n * H), xb(n * H), q(n * c.q_width()), k(n * c.kv_width()),
-      v(n * c.kv_width()), att(n * c.q_width()), gate(n * c.ffn), up(n * c.ffn);
+  std::vector<float> x(n * H), xb(n * H), qkv(n * c.qkv_width()), q(n * c.q_width()),
+      k(n * c.kv_width()), v(n * c.kv_width()), att(n * c.q_width()), gate_up(n * 2 * c.ffn),
+      act(n * c.ffn);
   for (size_t t = 0; t < n; ++t) embedding_->row_to_f32(size_t(tokens[t]), x.data() + t * H);
+  // Member i's row t of a group's output (layout in linear_plan.h).
+  auto row = [n](const LinearGroup& g, const std::vector<float>& out, size_t i, size_t t) {
+    return out.data() + g.offset(i, n) + t * g.stride(i);
+  };
 
   for (size_t l = 0; l < c.layers; ++l) {
     const Layer& L = layers_[l];
     for (size_t t = 0; t < n; ++t)
       rms_norm(x.data() + t * H, L.attn_norm.data(), H, c.norm_eps, xb.data() + t * H);
-    L.q->forward(xb.data(), n, q.data());
-    L.k->forward(xb.data(), n, k.data());
-    L.v->forward(xb.data(), n, v.data());
+    L.qkv.forward(xb.data(), n, qkv.data());
+    for (size_t t = 0; t < n; ++t) {
+      std::memcpy(q.data() + t * c.q_width(), row(L.qkv, qkv, 0, t), c.q_width() * 4);
+      std::memcpy(k.data() + t * c.kv_width(), row(L.qkv, qkv, 1, t), c.kv_width() * 4);
+      std::memcpy(v.data() + t * c.kv_width(), row(L.qkv, qkv, 2, t), c.kv_width() * 4);
+    }
     if (c.qk_norm) {
       for (size_t i = 0; i < n * c.heads; ++i)
         rms_norm(q.data() + i * c.head_dim, L.q_norm.data(), c.head_dim, c.norm_eps,
@@ -262,13 +274,14 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache, 
 
     for (size_t t = 0; t < n; ++t)
       rms_norm(x.data() + t * H, L.ffn_norm.data(), H, c.norm_eps, xb.data() + t * H);
-    L.gate->forward(xb.data(), n, gate.data());
-    L.up->forward(xb.data(), n, up.data());
-    for (size_t i = 0; i < n * c.ffn; ++i) {
-      const float g = gate[i];
-      gate[i] = g / (1.0f + std::exp(-g)) * up[i];  // SiLU(gate) * up
+    L.gate_up.forward(xb.data(), n, gate_up.data());
+    for (size_t t = 0; t < n; ++t) {
+      const float* gate = row(L.gate_up, gate_up, 0, t);
+      const float* up = row(L.gate_up, gate_up, 1, t);
+      for (size_t i = 0; i < c.ffn; ++i)
+        act[t * c.ffn + i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];  // SiLU(gate) * up
     }
-    L.down->forward(gate.data(), n, xb.data());
+    L.down->forward(act.data(), n, xb.data());
     for (size_t i = 0; i < n * H; ++i) x[i] += xb[i];
   }
   cache.set_length(start + n);

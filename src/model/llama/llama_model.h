@@ -64,7 +64,9 @@ class LlamaModel {
  private:
   struct Layer {
     std::vector<float> attn_norm, ffn_norm, q_norm, k_norm;
-    std::unique_ptr<Linear> q, k, v, o, gate, up, down;
+    LinearGroup qkv;      // q_proj, k_proj, v_proj (fused: self_attn.qkv_proj)
+    LinearGroup gate_up;  // gate_proj, up_proj (fused: mlp.gate_up_proj)
+    std::unique_ptr<Linear> o, down;
   };
   friend class LlamaCudaExecutor;  // the GPU half reads the weights and layers below
   LlamaModel() = default;

@@ -31,7 +31,8 @@ OutputFormat as_output(ActivationFormat f) {
 LlamaCudaExecutor::LlamaCudaExecutor(const LlamaConfig& config, const ModelLoadOptions& options)
     : config_(config),
       max_m_(std::max<size_t>(1, options.max_batch_tokens)),
-      activation_(options.activation) {
+      activation_(options.activation),
+      use_graphs_(options.cuda_graphs) {
   NIBBLE_CHECK(max_m_ <= kCudaMaxBatchTokens,
                "the CUDA executor runs at most {} tokens per forward chunk, {} asked",
                kCudaMaxBatchTokens, max_m_);
@@ -40,6 +41,15 @@ LlamaCudaExecutor::LlamaCudaExecutor(const LlamaConfig& config, const ModelLoadO
                kAttentionMaxHeadDim);
   context_ = std::make_unique<CudaContext>(options.device);
 }
+
+struct LlamaCudaExecutor::Graph {
+  GraphKey key;
+  cudaGraphExec_t exec = nullptr;
+  Graph(const GraphKey& k, cudaGraphExec_t e) : key(k), exec(e) {}
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  ~Graph() { cudaGraphExecDestroy(exec); }
+};
 
 LlamaCudaExecutor::~LlamaCudaExecutor() = default;
 
@@ -75,8 +85,11 @@ void LlamaCudaExecutor::bind(const LlamaModel& model) {
       D.q_norm = upload_floats(L.q_norm, p + "q norm");
       D.k_norm = upload_floats(L.k_norm, p + "k norm");
     }
-    for (const Linear* lin : {L.q.get(), L.k.get(), L.v.get(), L.o.get(), L.gate.get(),
-                              L.up.get(), L.down.get()})
+    std::vector<const Linear*> linears = L.qkv.linears();
+    for (const Linear* lin : L.gate_up.linears()) linears.push_back(lin);
+    linears.push_back(L.o.get());
+    linears.push_back(L.down.get());
+    for (const Linear* lin : linears)
       NIBBLE_CHECK(lin->device() == DeviceKind::cuda, "layer {}: {} was built for {}, not CUDA",
                    l, lin->name(), device_kind_name(lin->device()));
   }
@@ -85,12 +98,12 @@ void LlamaCudaExecutor::bind(const LlamaModel& model) {
   inv_freq_ = upload_floats(model.inv_freq_, "the RoPE frequencies");
 
   const size_t m = max_m_, act = activation_bytes(activation_);
-  ids_ = DeviceBuffer(m * sizeof(int32_t), "token ids");
+  step_ = DeviceBuffer((1 + m) * sizeof(int32_t), "the position and token ids");
   x_ = DeviceBuffer(m * c.hidden * 4, "the residual stream");
   delta_ = DeviceBuffer(m * c.hidden * 4, "sublayer outputs");
-  q_ = DeviceBuffer(m * c.q_width() * 4, "queries");
-  gate_ = DeviceBuffer(m * c.ffn * 4, "MLP gate products");
-  up_ = DeviceBuffer(m * c.ffn * 4, "MLP up products");
+  qkv_ = DeviceBuffer(m * c.qkv_width() * 4, "q|k|v products");
+  gate_up_ = DeviceBuffer(m * 2 * c.ffn * 4, "MLP gate|up products");
+  q_ = DeviceBuffer(m * c.q_width() * 4, "rotated queries");
   input_ = DeviceBuffer(m * std::max({c.hidden, c.q_width(), c.ffn}) * act, "linear inputs");
   logits_ = DeviceBuffer(m * c.vocab * 4, "logits");
 }
@@ -110,36 +123,93 @@ void LlamaCudaExecutor::synchronize() const {
 void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& cache,
                                       float* logits, bool all_logits) const {
   const LlamaConfig& c = config_;
-  const size_t n = tokens.size(), start = cache.length(), H = c.hidden, kvw = c.kv_width();
+  const size_t n = tokens.size(), start = cache.length();
   NIBBLE_CHECK(model_ && n >= 1 && n <= max_m_, "CUDA forward chunk of {} tokens (1..{})", n,
                max_m_);
+  NIBBLE_CHECK(start + n < (size_t(1) << 31), "position {} is beyond int32", start + n);
   auto* kv = dynamic_cast<CudaKvStorage*>(cache.storage());
   NIBBLE_CHECK(kv != nullptr, "the KV cache was not made by this model's CUDA executor");
+  const cudaStream_t s = context_->stream();
+  const GraphKey key{n, logits ? (all_logits ? n : 1) : 0, kv->k(0), kv->v(0), cache.capacity()};
+
+  // Pageable memory: cudaMemcpyAsync stages it before returning, so `step` may go.
+  std::vector<int32_t> step(1 + n);
+  step[0] = int32_t(start);
+  std::copy(tokens.begin(), tokens.end(), step.begin() + 1);
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(step_.get(), step.data(), step.size() * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, s),
+                    "the position and token ids");
+
+  const auto held = std::find_if(graphs_.begin(), graphs_.end(),
+                                 [&](const auto& g) { return g->key == key; });
+  if (held != graphs_.end()) {
+    NIBBLE_CUDA_CHECK(cudaGraphLaunch((*held)->exec, s), "the captured forward");
+  } else if (!use_graphs_ || std::find(seen_.begin(), seen_.end(), key) == seen_.end()) {
+    if (use_graphs_) seen_.push_back(key);
+    enqueue(key, cache);
+  } else {
+    // Second run of this shape: capture it (thread-local mode: other threads' CUDA calls are
+    // not this capture's business), then replay it from now on.
+    NIBBLE_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal),
+                      "capturing the forward");
+    cudaGraph_t graph = nullptr;
+    try {
+      enqueue(key, cache);
+    } catch (...) {
+      cudaStreamEndCapture(s, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      throw;
+    }
+    NIBBLE_CUDA_CHECK(cudaStreamEndCapture(s, &graph), "capturing the forward");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    NIBBLE_CUDA_CHECK(made, "instantiating the captured forward");
+    // A few shapes (decode, a prompt chunk, their logits variants) per cache; a new cache
+    // retires the oldest graphs.
+    constexpr size_t kMaxGraphs = 16;
+    if (graphs_.size() == kMaxGraphs) graphs_.erase(graphs_.begin());
+    graphs_.push_back(std::make_unique<Graph>(key, exec));
+    NIBBLE_CUDA_CHECK(cudaGraphLaunch(exec, s), "the captured forward");
+  }
+  cache.set_length(start + n);
+  if (!logits) return;
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.get(), key.logit_rows * c.vocab * sizeof(float),
+                                    cudaMemcpyDeviceToHost, s),
+                    "logits to the host");
+  synchronize();
+}
+
+void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
+  const LlamaConfig& c = config_;
+  const size_t n = key.tokens, H = c.hidden;
+  auto* kv = static_cast<CudaKvStorage*>(cache.storage());
   const cudaStream_t s = context_->stream();
   const ActivationFormat act = activation_;
   const OutputFormat act_out = as_output(act);
   float* x = x_.as<float>();
   float* delta = delta_.as<float>();
-  float* q = q_.as<float>();
+  float* qkv = qkv_.as<float>();
+  float* gate_up = gate_up_.as<float>();
   void* input = input_.get();
   const ActivationView in{input, n, act};
+  const int32_t* position = step_.as<const int32_t>();
 
-  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(ids_.get(), tokens.data(), n * sizeof(int32_t),
-                                    cudaMemcpyHostToDevice, s));
   EmbeddingGatherLaunch gather;
   gather.table = embedding_->data.get();
   gather.table_bf16 = embedding_->dtype == DType::BF16;
-  gather.ids = ids_.as<const int32_t>();
+  gather.ids = position + 1;
   gather.out = x;
   gather.count = n, gather.cols = H;
   NIBBLE_CUDA_CHECK(cuda_embedding_gather(gather, s));
 
   // x (+= delta) -> rmsnorm -> out; delta null on the first layer.
-  auto norm = [&](float* rows, const float* add, const DeviceBuffer& weight, void* out,
-                  OutputFormat format, size_t count, size_t width, const char* what, size_t l) {
+  auto norm = [&](float* rows, const float* add, const DeviceBuffer& weight, size_t count,
+                  const char* what, size_t l) {
     RmsNormLaunch r;
-    r.x = rows, r.delta = add, r.weight = weight.as<const float>(), r.out = out;
-    r.out_format = format, r.rows = count, r.n = width, r.eps = c.norm_eps;
+    r.x = rows, r.delta = add, r.weight = weight.as<const float>(), r.out = input;
+    r.out_format = act_out, r.rows = count, r.n = H, r.eps = c.norm_eps;
     NIBBLE_CUDA_CHECK(cuda_rms_norm(r, s), "{} of layer {}", what, l);
   };
   const float scale = 1.0f / std::sqrt(float(c.head_dim));
@@ -147,51 +217,44 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
   for (size_t l = 0; l < c.layers; ++l) {
     const auto& L = model_->layers_[l];
     const DeviceLayer& D = layers_[l];
-    float* k_rows = kv->k(l) + start * kvw;
-    float* v_rows = kv->v(l) + start * kvw;
 
-    norm(x, l ? delta : nullptr, D.attn_norm, input, act_out, n, H, "input norm", l);
-    L.q->forward_on_device(in, OutputView{q, OutputFormat::f32}, s);
-    L.k->forward_on_device(in, OutputView{k_rows, OutputFormat::f32}, s);
-    L.v->forward_on_device(in, OutputView{v_rows, OutputFormat::f32}, s);
-    if (c.qk_norm) {
-      norm(q, nullptr, D.q_norm, q, OutputFormat::f32, n * c.heads, c.head_dim, "q norm", l);
-      norm(k_rows, nullptr, D.k_norm, k_rows, OutputFormat::f32, n * c.kv_heads, c.head_dim,
-           "k norm", l);
-    }
-    RopeLaunch rope;
-    rope.q = q, rope.k = k_rows, rope.inv_freq = inv_freq_.as<const float>();
-    rope.tokens = n, rope.q_heads = c.heads, rope.k_heads = c.kv_heads, rope.head_dim = c.head_dim;
-    rope.start = start, rope.interleaved = c.rope_interleaved;
-    NIBBLE_CUDA_CHECK(cuda_rope(rope, s), "RoPE of layer {}", l);
+    norm(x, l ? delta : nullptr, D.attn_norm, n, "input norm", l);
+    L.qkv.forward_on_device(in, qkv, s);
+    QkvRopeLaunch rope;
+    rope.q = qkv + L.qkv.offset(0, n), rope.q_stride = L.qkv.stride(0);
+    rope.k = qkv + L.qkv.offset(1, n), rope.k_stride = L.qkv.stride(1);
+    rope.v = qkv + L.qkv.offset(2, n), rope.v_stride = L.qkv.stride(2);
+    if (c.qk_norm) rope.q_norm = D.q_norm.as<const float>(), rope.k_norm = D.k_norm.as<const float>();
+    rope.eps = c.norm_eps;
+    rope.q_out = q_.as<float>(), rope.k_cache = kv->k(l), rope.v_cache = kv->v(l);
+    rope.position = position, rope.inv_freq = inv_freq_.as<const float>();
+    rope.tokens = n, rope.q_heads = c.heads, rope.kv_heads = c.kv_heads, rope.head_dim = c.head_dim;
+    rope.interleaved = c.rope_interleaved;
+    NIBBLE_CUDA_CHECK(cuda_qkv_rope(rope, s), "RoPE of layer {}", l);
 
     AttentionLaunch att;
-    att.q = q, att.k = kv->k(l), att.v = kv->v(l), att.out = input, att.out_format = act_out;
-    att.tokens = n, att.start = start, att.heads = c.heads, att.kv_heads = c.kv_heads;
+    att.q = q_.as<const float>(), att.k = kv->k(l), att.v = kv->v(l), att.out = input;
+    att.out_format = act_out, att.position = position;
+    att.tokens = n, att.heads = c.heads, att.kv_heads = c.kv_heads;
     att.head_dim = c.head_dim, att.window = c.window(l), att.scale = scale;
     NIBBLE_CUDA_CHECK(cuda_attention(att, s), "attention of layer {}", l);
     L.o->forward_on_device(in, OutputView{delta, OutputFormat::f32}, s);
 
-    norm(x, delta, D.ffn_norm, input, act_out, n, H, "post-attention norm", l);
-    L.gate->forward_on_device(in, OutputView{gate_.get(), OutputFormat::f32}, s);
-    L.up->forward_on_device(in, OutputView{up_.get(), OutputFormat::f32}, s);
-    NIBBLE_CUDA_CHECK(cuda_silu_mul(gate_.as<const float>(), up_.as<const float>(), input, act_out,
-                                    n * c.ffn, s),
-                      "SwiGLU of layer {}", l);
+    norm(x, delta, D.ffn_norm, n, "post-attention norm", l);
+    L.gate_up.forward_on_device(in, gate_up, s);
+    SiluMulLaunch swiglu;
+    swiglu.gate = gate_up + L.gate_up.offset(0, n), swiglu.gate_stride = L.gate_up.stride(0);
+    swiglu.up = gate_up + L.gate_up.offset(1, n), swiglu.up_stride = L.gate_up.stride(1);
+    swiglu.out = input, swiglu.out_format = act_out, swiglu.rows = n, swiglu.cols = c.ffn;
+    NIBBLE_CUDA_CHECK(cuda_silu_mul(swiglu, s), "SwiGLU of layer {}", l);
     L.down->forward_on_device(in, OutputView{delta, OutputFormat::f32}, s);
   }
-  cache.set_length(start + n);
-  if (!logits) return;
+  if (key.logit_rows == 0) return;
   // Only the rows whose logits are asked need the last residual add and the final norm.
-  const size_t first = all_logits ? 0 : n - 1, rows = n - first;
-  norm(x + first * H, delta + first * H, final_norm_, input, act_out, rows, H, "final norm",
-       c.layers);
-  model_->lm_head_->forward_on_device(ActivationView{input, rows, act},
+  const size_t first = n - key.logit_rows;
+  norm(x + first * H, delta + first * H, final_norm_, key.logit_rows, "final norm", c.layers);
+  model_->lm_head_->forward_on_device(ActivationView{input, key.logit_rows, act},
                                       OutputView{logits_.get(), OutputFormat::f32}, s);
-  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.get(), rows * c.vocab * sizeof(float),
-                                    cudaMemcpyDeviceToHost, s),
-                    "logits to the host");
-  synchronize();
 }
 
 }  // namespace nibble

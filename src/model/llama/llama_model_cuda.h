@@ -4,25 +4,33 @@
 // op kernels of src/kernels/cuda/ on one stream. LlamaModel::build creates it when
 // ModelLoadOptions::device is a CUDA device and forwards every call to it.
 //
-// One chunk of n <= kCudaMaxBatchTokens tokens, per layer (F32 unless marked "act": the
-// activation format the linear layers are fed, F32 or BF16 by ModelLoadOptions::activation):
+// One chunk of n <= kCudaMaxBatchTokens tokens at positions p.. (p read from device memory),
+// per layer (F32 unless marked "act": the activation format the linear layers are fed, F32 or
+// BF16 by ModelLoadOptions::activation):
 //
 //   x  = embed(tokens)                                 gather, F32 residual stream [n, hidden]
 //   a  = rmsnorm(x += delta)            act            (delta: the previous layer's MLP output)
-//   q  = Wq a;  K[pos] = Wk a;  V[pos] = Wv a          K/V rows written into the cache slots
-//   q, K[pos] = rmsnorm per head (Qwen3), then RoPE    in place
+//   q|k|v = Wqkv a                                     one fused product, or three (LinearGroup)
+//   q = rope(qnorm(q));  K[p..] = rope(knorm(k));  V[p..] = v      one launch (cuda_rope.h)
 //   a  = attention(q, K, V, window of this layer)  act
 //   delta = Wo a
 //   a  = rmsnorm(x += delta)            act
-//   a  = silu(Wgate a) * (Wup a)        act
+//   gate|up = Wgate_up a;  a = silu(gate) * up   act
 //   delta = Wdown a
 // then logits = lm_head(rmsnorm(x += delta)) for the rows asked, copied to the host.
+//
+// CUDA graphs (ModelLoadOptions::cuda_graphs): that sequence is captured once per shape (n,
+// logit rows, KV cache) and replayed; every launch's arguments are fixed pointers, and the
+// position and token ids are uploaded into one device buffer before each replay. A shape runs
+// eagerly the first time (its one-time setup: cuBLAS and kernel attributes, outside any
+// capture) and is captured the second. At decode that saves the host ~10 launches a layer
+// and the GPU the gaps between them.
 //
 // Prompts run in chunks of kCudaMaxBatchTokens = 8 tokens: sm80_mxfp4_gemv serves M = 1..8
 // (decode); a tensor-core GEMM for prefill is a later issue. Every buffer (activations, the
 // logits of one chunk, the full-precision layers' scratch) is allocated here once, at load;
-// KV caches once per cache. NOTES: one executor runs one forward at a time (its buffers are
-// shared between calls); a batched engine will hold one set of buffers per batch.
+// KV caches once per cache. NOTES: one executor runs one forward at a time (its buffers and
+// graphs are shared between calls); a batched engine will hold one set per batch.
 #pragma once
 
 #include <cstddef>
@@ -49,6 +57,8 @@ class LlamaCudaExecutor {
   // Opens options.device (made current) and checks that the config is one the kernels run
   // (head_dim <= kAttentionMaxHeadDim). options.max_batch_tokens <= kCudaMaxBatchTokens.
   LlamaCudaExecutor(const LlamaConfig& config, const ModelLoadOptions& options);
+  LlamaCudaExecutor(const LlamaCudaExecutor&) = delete;
+  LlamaCudaExecutor& operator=(const LlamaCudaExecutor&) = delete;
   ~LlamaCudaExecutor();
 
   // Uploads the embedding table; a tied lm_head built by dense_maker() shares this copy.
@@ -65,6 +75,8 @@ class LlamaCudaExecutor {
   // before return. Inputs were validated by LlamaModel::forward.
   void forward_chunk(std::span<const int32_t> tokens, KvCache& cache, float* logits,
                      bool all_logits) const;
+  // How many forward shapes are held as CUDA graphs (for tests and logs).
+  size_t captured_graphs() const { return graphs_.size(); }
   // Waits for the stream; reports any asynchronous error of the forward.
   void synchronize() const;
   const DeviceInfo& device() const { return context_->device(); }
@@ -73,6 +85,18 @@ class LlamaCudaExecutor {
   struct DeviceLayer {
     DeviceBuffer attn_norm, ffn_norm, q_norm, k_norm;
   };
+  // What a captured forward depends on beyond its fixed buffers.
+  struct GraphKey {
+    size_t tokens = 0, logit_rows = 0;  // logit_rows 0: no logits
+    const float* k_rows = nullptr;      // the cache's first layer; with capacity, all its rows
+    const float* v_rows = nullptr;
+    size_t capacity = 0;
+    bool operator==(const GraphKey&) const = default;
+  };
+  struct Graph;  // an instantiated cudaGraphExec_t (owned)
+
+  // Enqueues the forward of `key` on the stream (no host synchronization, capturable).
+  void enqueue(const GraphKey& key, KvCache& cache) const;
 
   LlamaConfig config_;
   size_t max_m_;
@@ -83,9 +107,14 @@ class LlamaCudaExecutor {
   std::shared_ptr<const CudaDenseWeights> embedding_;
   std::vector<DeviceLayer> layers_;
   DeviceBuffer final_norm_, inv_freq_;
-  // Activations of one chunk (max_m_ rows each): the residual stream x, the sublayer output
-  // delta, q, the gate and up products, the linear layers' input (act format), the logits.
-  DeviceBuffer ids_, x_, delta_, q_, gate_, up_, input_, logits_;
+  // The step's position then its token ids (int32, uploaded before each forward), and the
+  // activations of one chunk (max_m_ rows each): the residual stream x, the sublayer output
+  // delta, the q|k|v and gate|up products, the rotated queries, the linear layers' input (act
+  // format), the logits.
+  DeviceBuffer step_, x_, delta_, qkv_, gate_up_, q_, input_, logits_;
+  bool use_graphs_;
+  mutable std::vector<GraphKey> seen_;              // shapes run once, eagerly
+  mutable std::vector<std::unique_ptr<Graph>> graphs_;  // oldest first
 };
 
 }  // namespace nibble
