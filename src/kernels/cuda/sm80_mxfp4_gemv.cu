@@ -17,11 +17,13 @@ using cuda_detail::pdl_launch_dependents;
 using cuda_detail::pdl_wait;
 
 constexpr int kMaxWarps = int(kGemvMaxWarps);
-// Chunks a warp keeps in flight in registers (the one being decoded plus kDepth - 1 ahead):
-// with 16 warps and two tiles, 32 KB of weights per SM, a little under what the HBM latency x
-// bandwidth product asks (4.8 TB/s x ~1 us over 132 SMs, ~36 KB; more under load). The kernel
-// is latency-bound there (docs/perf.md); a deeper pipeline costs registers, hence warps.
-constexpr int kDepth = 3;
+// Chunks a warp keeps in flight in registers (the one being decoded plus the rest ahead).
+// The kernel is latency-bound (docs/perf.md): more chunks in flight is faster until registers
+// run out. The H200 measured, BF16 activations, 16 warps: depth 3 (100 registers) ffn 14.1 us,
+// depth 4 (128) 13.4, depth 5 (128, the compiler's schedule gives way) 14.1. F32 activations
+// hold twice the activation registers and already spill a little at 3.
+template <typename Act>
+constexpr int kPipelineDepth = sizeof(Act) == 2 ? 4 : 3;
 
 struct Params {
   const uint4* weights;
@@ -284,6 +286,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
   // Chained (cuda_launch.cuh): the first weights and the table while the kernel before this
   // one finishes; its output (our activations) and our output buffer only after pdl_wait.
   pdl_launch_dependents();
+  constexpr int kDepth = kPipelineDepth<Act>;
   Chunk<Act, kTiles> slot[kDepth];
 #pragma unroll
   for (int d = 0; d < kDepth - 1; ++d)
