@@ -1,7 +1,7 @@
 // cuda_gemv_bench: the MXFP4 decode GEMV (sm80_mxfp4_gemv) against cuBLAS BF16 (cublasLt) and
 // the device's copy bandwidth, measured in one process.
 //
-//   cuda_gemv_bench [--json FILE] [--reps N] [--sweep] [--quick]
+//   cuda_gemv_bench [--json FILE] [--reps N] [--sweep] [--quick] [--llama]
 //
 // Per shape N x K and M in {1, 2, 4, 8}, BF16 activations and BF16 output:
 //   - ours: CUDA-graph replays of G launches that rotate through copies of the packed weights
@@ -18,6 +18,7 @@
 //     first weight loads and decode table overlap the launch before it.
 // Floor = (packed weight + scale + activation + output bytes) / copy bandwidth.
 // --sweep also times configurations of ours (tiles per CTA, warps per CTA, warps per team).
+// --llama: the decode products of a Llama-3-8B-shaped model instead of the issue's shapes.
 #include <CLI/CLI.hpp>
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -218,13 +219,15 @@ int main(int argc, char** argv) {
   using namespace nibble;
   std::string json_path;
   int reps = 30;
-  bool sweep = false, quick = false;
+  bool sweep = false, quick = false, llama = false;
   CLI::App app{"The MXFP4 decode GEMV against cuBLAS BF16, a read-only kernel and the copy bandwidth"};
   app.add_option("--json", json_path, "also write every row as JSON to this file");
   app.add_option("--reps", reps, "graph replays per measurement (the median is kept)")
       ->check(CLI::Range(3, 100000))->capture_default_str();
   app.add_flag("--sweep", sweep, "also time configurations of ours (tiles, warps, teams)");
   app.add_flag("--quick", quick, "the first two shapes only");
+  app.add_flag("--llama", llama,
+               "Llama-3-8B's decode products instead (q|k|v and gate|up fused, as the model runs them)");
   CLI11_PARSE(app, argc, argv);
 
   int device = 0;
@@ -247,6 +250,10 @@ int main(int argc, char** argv) {
   std::vector<Shape> shapes = {{4096, 14336, "ffn 4096x14336"}, {5120, 2880, "qkv 5120x2880"},
                                {2880, 4096, "o 2880x4096"},     {5760, 2880, "gate_up 5760x2880"},
                                {2880, 2880, "down 2880x2880"},  {201088, 2880, "lm_head 201088x2880"}};
+  if (llama)
+    shapes = {{6144, 4096, "llama qkv 6144x4096"},       {4096, 4096, "llama o 4096x4096"},
+              {28672, 4096, "llama gate_up 28672x4096"}, {4096, 14336, "llama down 4096x14336"},
+              {128256, 4096, "llama lm_head 128256x4096"}};
   if (quick) shapes.resize(2);
   const size_t ms[] = {1, 2, 4, 8};
   std::vector<Result> results;

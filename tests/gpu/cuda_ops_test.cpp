@@ -369,20 +369,33 @@ TEST_P(CudaAttention, MatchesCpuReference) {
 
   DeviceVector<float> d_q(q), d_k(k), d_v(v);
   DeviceVector<int32_t> d_pos(std::vector<int32_t>{int32_t(c.start)});
-  DeviceVector<float> d_out32(std::vector<float>(want.size(), kNan));
-  DeviceVector<uint16_t> d_out16(std::vector<uint16_t>(want.size(), 0x7fc0));
-  AttentionLaunch l;
-  l.q = d_q.get(), l.k = d_k.get(), l.v = d_v.get();
-  l.out = c.bf16_out ? static_cast<void*>(d_out16.get()) : d_out32.get();
-  l.out_format = c.bf16_out ? OutputFormat::bf16 : OutputFormat::f32;
-  l.tokens = c.tokens, l.position = d_pos.get(), l.heads = c.heads, l.kv_heads = c.kv_heads;
-  l.head_dim = c.head_dim, l.window = c.window;
-  l.scale = 1.0f / std::sqrt(float(c.head_dim));
-  NIBBLE_CUDA_CHECK(cuda_attention(l, nullptr));
-  if (c.bf16_out)
-    expect_close(bf16_to_f32_vector(d_out16.to_host()), want, kBf16MaxRel, kBf16Nmse, "out");
-  else
-    expect_close(d_out32.to_host(), want, kF32MaxRel, kF32Nmse, "out");
+  // One block per (head, token), then split over positions (flash-decoding): 3 splits, and
+  // 16 (more splits than some windows have positions: empty splits).
+  for (const size_t splits : {size_t(1), size_t(3), size_t(16)}) {
+    SCOPED_TRACE(testing::Message() << splits << " splits");
+    DeviceVector<float> d_out32(std::vector<float>(want.size(), kNan));
+    DeviceVector<uint16_t> d_out16(std::vector<uint16_t>(want.size(), 0x7fc0));
+    DeviceVector<float> d_scratch(std::vector<float>(
+        attention_scratch_floats(c.tokens, c.heads, splits, c.head_dim), kNan));
+    DeviceVector<unsigned> d_counters(std::vector<unsigned>(c.tokens * c.heads, 0));
+    AttentionLaunch l;
+    l.q = d_q.get(), l.k = d_k.get(), l.v = d_v.get();
+    l.out = c.bf16_out ? static_cast<void*>(d_out16.get()) : d_out32.get();
+    l.out_format = c.bf16_out ? OutputFormat::bf16 : OutputFormat::f32;
+    l.tokens = c.tokens, l.position = d_pos.get(), l.heads = c.heads, l.kv_heads = c.kv_heads;
+    l.head_dim = c.head_dim, l.window = c.window;
+    l.scale = 1.0f / std::sqrt(float(c.head_dim));
+    l.splits = splits, l.scratch = d_scratch.get(), l.counters = d_counters.get();
+    for (int launch = 0; launch < 2; ++launch) {  // the second finds the counters reset
+      NIBBLE_CUDA_CHECK(cudaMemset(l.out, 0xff, want.size() * (c.bf16_out ? 2 : 4)));  // NaN
+      NIBBLE_CUDA_CHECK(cuda_attention(l, nullptr));
+      if (c.bf16_out)
+        expect_close(bf16_to_f32_vector(d_out16.to_host()), want, kBf16MaxRel, kBf16Nmse, "out");
+      else
+        expect_close(d_out32.to_host(), want, kF32MaxRel, kF32Nmse, "out");
+      for (unsigned v : d_counters.to_host()) ASSERT_EQ(v, 0u) << "a merge counter was left set";
+    }
+  }
 }
 
 // Decode (1 token) and prefill chunks (5, 8 tokens) at the start and deep into the cache; GQA
@@ -418,6 +431,10 @@ TEST(CudaAttentionRefusals, HeadDimAndGroupsAreChecked) {
   EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // 4 heads, 3 KV heads
   l.kv_heads = 2, l.position = nullptr;
   EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // no position
+  l.position = &position, l.splits = 4;
+  EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // splits without scratch
+  l.splits = 0;
+  EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);
   l.tokens = 0;
   EXPECT_EQ(cuda_attention(l, nullptr), cudaSuccess);  // empty problem
 }

@@ -27,7 +27,11 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   const size_t h = blockIdx.x, t = blockIdx.y, d = p.head_dim;
   const size_t kvh = h / (p.heads / p.kv_heads), kv_width = p.kv_heads * d;
   const size_t pos = size_t(*p.position) + t;
-  const size_t first = p.window && pos + 1 > p.window ? pos + 1 - p.window : 0;
+  const size_t visible_from = p.window && pos + 1 > p.window ? pos + 1 - p.window : 0;
+  // This block's share of the visible positions (all of them when splits = 1): [first, last].
+  const size_t span = (pos + 1 - visible_from + p.splits - 1) / p.splits;
+  const size_t first = visible_from + blockIdx.z * span;
+  const size_t last = pos < first + span - 1 ? pos : first + span - 1;  // first > last: none
 
   const float* q = p.q + (t * p.heads + h) * d;
   float qr[kPerLane], acc[kPerLane];
@@ -38,16 +42,16 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
     acc[r] = 0.0f;
   }
   float m = -INFINITY, l = 0.0f;
-  // NOTES: j0 <= pos, so position j0 of every trip is valid and m_new below is finite; a
-  // position past pos scores -inf (weight 0). Validity is the same on every lane of the warp,
+  // NOTES: j0 <= last, so position j0 of every trip is valid and m_new below is finite; a
+  // position past last scores -inf (weight 0). Validity is the same on every lane of the warp,
   // so the shuffles of warp_sum are never divergent.
-  for (size_t j0 = first + size_t(warp) * kBatch; j0 <= pos; j0 += size_t(kWarps) * kBatch) {
+  for (size_t j0 = first + size_t(warp) * kBatch; j0 <= last; j0 += size_t(kWarps) * kBatch) {
     float s[kBatch];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const size_t j = j0 + b;
       float dot = 0.0f;
-      if (j <= pos) {
+      if (j <= last) {
         const float* kj = p.k + j * kv_width + kvh * d;
 #pragma unroll
         for (int r = 0; r < kPerLane; ++r) {
@@ -55,7 +59,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
           if (i < d) dot += qr[r] * kj[i];
         }
       }
-      s[b] = j <= pos ? warp_sum(dot) * p.scale : -INFINITY;
+      s[b] = j <= last ? warp_sum(dot) * p.scale : -INFINITY;
     }
     float m_new = m;
 #pragma unroll
@@ -67,7 +71,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const size_t j = j0 + b;
-      if (j > pos) continue;
+      if (j > last) continue;
       const float w = expf(s[b] - m_new);
       l += w;
       const float* vj = p.v + j * kv_width + kvh * d;
@@ -97,13 +101,53 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
     factor[w] = s_sum[w] > 0.0f ? expf(s_max[w] - total_max) : 0.0f;
     total += s_sum[w] * factor[w];
   }
-  const float inv = 1.0f / total;
   const bool bf16 = p.out_format == OutputFormat::bf16;
+  const size_t row = t * p.heads + h;  // the (token, head) this block works for
+  if (p.splits == 1) {
+    const float inv = 1.0f / total;
+    for (size_t i = threadIdx.x; i < d; i += blockDim.x) {
+      float o = 0.0f;
+      for (int w = 0; w < kWarps; ++w) o += s_acc[w][i] * factor[w];
+      store(p.out, row * d + i, o * inv, bf16);
+    }
+    return;
+  }
+
+  // Flash-decoding: this split's (max, sum, unnormalized values) to the scratch; the last
+  // split of the row to arrive merges them all and resets the row's counter.
+  float* part = p.scratch + (row * p.splits + blockIdx.z) * (d + 2);
   for (size_t i = threadIdx.x; i < d; i += blockDim.x) {
     float o = 0.0f;
     for (int w = 0; w < kWarps; ++w) o += s_acc[w][i] * factor[w];
-    store(p.out, (t * p.heads + h) * d + i, o * inv, bf16);
+    part[2 + i] = o;
   }
+  if (threadIdx.x == 0) part[0] = total_max, part[1] = total;
+  __threadfence();
+  __syncthreads();
+  __shared__ bool s_last;
+  if (threadIdx.x == 0) s_last = atomicAdd(p.counters + row, 1u) == unsigned(p.splits - 1);
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const float* parts = p.scratch + row * p.splits * (d + 2);
+  float merged_max = -INFINITY;
+  for (size_t z = 0; z < p.splits; ++z)
+    if (__ldcg(parts + z * (d + 2) + 1) > 0.0f) merged_max = fmaxf(merged_max, __ldcg(parts + z * (d + 2)));
+  float merged_sum = 0.0f;
+  for (size_t z = 0; z < p.splits; ++z) {
+    const float sum = __ldcg(parts + z * (d + 2) + 1);
+    if (sum > 0.0f) merged_sum += sum * expf(__ldcg(parts + z * (d + 2)) - merged_max);
+  }
+  const float inv = 1.0f / merged_sum;
+  for (size_t i = threadIdx.x; i < d; i += blockDim.x) {
+    float o = 0.0f;
+    for (size_t z = 0; z < p.splits; ++z) {
+      const float sum = __ldcg(parts + z * (d + 2) + 1);
+      if (sum > 0.0f) o += __ldcg(parts + z * (d + 2) + 2 + i) * expf(__ldcg(parts + z * (d + 2)) - merged_max);
+    }
+    store(p.out, row * d + i, o * inv, bf16);
+  }
+  if (threadIdx.x == 0) p.counters[row] = 0;  // ready for the next launch
 }
 
 }  // namespace
@@ -112,9 +156,10 @@ cudaError_t cuda_attention(const AttentionLaunch& p, cudaStream_t stream) {
   if (p.tokens == 0 || p.heads == 0) return cudaSuccess;
   if (!p.q || !p.k || !p.v || !p.out || !p.position || p.kv_heads == 0 || p.heads % p.kv_heads != 0 ||
       p.head_dim == 0 || p.head_dim > kAttentionMaxHeadDim || p.tokens > 65535 ||
-      p.heads >= (size_t(1) << 31))
+      p.heads >= (size_t(1) << 31) || p.splits == 0 || p.splits > kAttentionMaxSplits ||
+      (p.splits > 1 && (!p.scratch || !p.counters)))
     return cudaErrorInvalidValue;
-  const dim3 grid(unsigned(p.heads), unsigned(p.tokens));
+  const dim3 grid(unsigned(p.heads), unsigned(p.tokens), unsigned(p.splits));
   return launch(attention_kernel, grid, dim3(kWarps * 32), 0, stream, true, p);
 }
 

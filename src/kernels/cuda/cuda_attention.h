@@ -9,14 +9,16 @@
 // cache rows 0 .. p must be filled (the keys already rotated). The position lives in device
 // memory, so that a captured CUDA graph replays at any position.
 //
-// Work split: one block per (head, token), 8 warps; warp w takes the positions first + 4w ..
-// first + 4w + 3, then 32 further on, and so on (4 key rows in flight per warp), with a running
-// (online) softmax: max m, sum l, and the weighted sum of values, rescaled by exp(m_old - m_new)
+// Work split: one block per (head, token, split), 8 warps. The visible positions of a query are
+// cut into `splits` equal runs (flash-decoding: a long context is read by many blocks, not by
+// one per head). In a block, warp w takes the positions first + 4w .. first + 4w + 3 of its
+// run, then 32 further on, and so on (4 key rows in flight per warp), with a running (online)
+// softmax: max m, sum l, and the weighted sum of values, rescaled by exp(m_old - m_new)
 // whenever the max grows. Each lane holds head_dim / 32 (rounded up) elements of q and of the
 // sum, so a dot product is one warp reduction. The warps' partial results are merged through
-// shared memory at the end. head_dim <= 256. A decode step runs `heads` blocks: enough for the
-// short contexts of today's checks and benchmark; splitting long contexts over more blocks
-// (flash-decoding) is for later.
+// shared memory; with splits > 1 each block leaves its (m, l, sum) in `scratch`, and the last
+// block of a (head, token) to finish (a counter per row) merges the splits and writes out.
+// head_dim <= 256.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -29,6 +31,7 @@
 namespace nibble {
 
 inline constexpr size_t kAttentionMaxHeadDim = 256;  // 8 values per lane
+inline constexpr size_t kAttentionMaxSplits = 64;
 
 struct AttentionLaunch {
   const float* q = nullptr;  // [tokens, heads, head_dim]
@@ -40,10 +43,21 @@ struct AttentionLaunch {
   size_t tokens = 0, heads = 0, kv_heads = 0, head_dim = 0;
   size_t window = 0;         // 0: the whole prefix
   float scale = 1.0f;        // 1 / sqrt(head_dim)
+  // Blocks per (head, token), 1 .. kAttentionMaxSplits. Above 1: `scratch` holds
+  // attention_scratch_floats() floats and `counters` tokens * heads zeros, which every launch
+  // leaves zero again (one launch at a time may use them).
+  size_t splits = 1;
+  float* scratch = nullptr;
+  unsigned* counters = nullptr;
 };
 
+inline size_t attention_scratch_floats(size_t tokens, size_t heads, size_t splits,
+                                       size_t head_dim) {
+  return tokens * heads * splits * (head_dim + 2);
+}
+
 // Returns the launch status: cudaErrorInvalidValue for head_dim > kAttentionMaxHeadDim, heads
-// not a multiple of kv_heads, or null pointers.
+// not a multiple of kv_heads, splits out of range, or null pointers.
 cudaError_t cuda_attention(const AttentionLaunch& launch, cudaStream_t stream);
 
 }  // namespace nibble

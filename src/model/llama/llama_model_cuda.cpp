@@ -20,6 +20,14 @@ DeviceBuffer upload_floats(const std::vector<float>& v, const std::string& what)
   return DeviceBuffer::upload(v.data(), v.size() * sizeof(float), what);
 }
 
+// Attention blocks per (head, token): enough that a long context is read by many SMs, about
+// 32 positions each when the cache is full, at most 16 (a decode step then runs heads x 16
+// blocks; the merge reads 16 partial results).
+constexpr size_t kAttentionSplitsMax = 16;
+size_t attention_splits(size_t capacity) {
+  return std::clamp<size_t>((capacity + 31) / 32, 1, kAttentionSplitsMax);
+}
+
 size_t activation_bytes(ActivationFormat f) { return f == ActivationFormat::bf16 ? 2 : 4; }
 
 OutputFormat as_output(ActivationFormat f) {
@@ -104,6 +112,12 @@ void LlamaCudaExecutor::bind(const LlamaModel& model) {
   qkv_ = DeviceBuffer(m * c.qkv_width() * 4, "q|k|v products");
   gate_up_ = DeviceBuffer(m * 2 * c.ffn * 4, "MLP gate|up products");
   q_ = DeviceBuffer(m * c.q_width() * 4, "rotated queries");
+  attention_scratch_ = DeviceBuffer(
+      attention_scratch_floats(m, c.heads, kAttentionSplitsMax, c.head_dim) * sizeof(float),
+      "attention partial results");
+  attention_counters_ = DeviceBuffer(m * c.heads * sizeof(unsigned), "attention merge counters");
+  NIBBLE_CUDA_CHECK(cudaMemset(attention_counters_.get(), 0, attention_counters_.bytes()),
+                    "zeroing the attention merge counters");
   input_ = DeviceBuffer(m * std::max({c.hidden, c.q_width(), c.ffn}) * act, "linear inputs");
   logits_ = DeviceBuffer(m * c.vocab * 4, "logits");
 }
@@ -237,6 +251,8 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
     att.out_format = act_out, att.position = position;
     att.tokens = n, att.heads = c.heads, att.kv_heads = c.kv_heads;
     att.head_dim = c.head_dim, att.window = c.window(l), att.scale = scale;
+    att.splits = attention_splits(key.capacity);
+    att.scratch = attention_scratch_.as<float>(), att.counters = attention_counters_.as<unsigned>();
     NIBBLE_CUDA_CHECK(cuda_attention(att, s), "attention of layer {}", l);
     L.o->forward_on_device(in, OutputView{delta, OutputFormat::f32}, s);
 

@@ -12,7 +12,7 @@
 //   a  = rmsnorm(x += delta)            act            (delta: the previous layer's MLP output)
 //   q|k|v = Wqkv a                                     one fused product, or three (LinearGroup)
 //   q = rope(qnorm(q));  K[p..] = rope(knorm(k));  V[p..] = v      one launch (cuda_rope.h)
-//   a  = attention(q, K, V, window of this layer)  act
+//   a  = attention(q, K, V, window of this layer)  act   split over positions (flash-decoding)
 //   delta = Wo a
 //   a  = rmsnorm(x += delta)            act
 //   gate|up = Wgate_up a;  a = silu(gate) * up   act
@@ -112,6 +112,8 @@ class LlamaCudaExecutor {
   // delta, the q|k|v and gate|up products, the rotated queries, the linear layers' input (act
   // format), the logits.
   DeviceBuffer step_, x_, delta_, qkv_, gate_up_, q_, input_, logits_;
+  // Flash-decoding's partial results and merge counters (cuda_attention.h), for any layer.
+  DeviceBuffer attention_scratch_, attention_counters_;
   bool use_graphs_;
   mutable std::vector<GraphKey> seen_;              // shapes run once, eagerly
   mutable std::vector<std::unique_ptr<Graph>> graphs_;  // oldest first
