@@ -159,7 +159,11 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
   if (held != graphs_.end()) {
     NIBBLE_CUDA_CHECK(cudaGraphLaunch((*held)->exec, s), "the captured forward");
   } else if (!use_graphs_ || std::find(seen_.begin(), seen_.end(), key) == seen_.end()) {
-    if (use_graphs_) seen_.push_back(key);
+    if (use_graphs_) {
+      constexpr size_t kMaxSeen = 64;  // a long-lived model sees many caches: forget the oldest
+      if (seen_.size() == kMaxSeen) seen_.erase(seen_.begin());
+      seen_.push_back(key);
+    }
     enqueue(key, cache);
   } else {
     // Second run of this shape: capture it (thread-local mode: other threads' CUDA calls are
