@@ -132,7 +132,7 @@ size_t LlamaModel::weight_bytes() const {
   return bytes;
 }
 
-void LlamaModel::rope(float* x, size_t count, size_t start, size_t heads) const {
+void LlamaModel::rope(float* x, size_t stride, size_t count, size_t start, size_t heads) const {
   const size_t d = config_.head_dim, half = d / 2;
   for (size_t t = 0; t < count; ++t) {
     const float pos = float(start + t);
@@ -140,7 +140,7 @@ void LlamaModel::rope(float* x, size_t count, size_t start, size_t heads) const 
       const float angle = pos * inv_freq_[i];
       const float c = std::cos(angle), s = std::sin(angle);
       for (size_t h = 0; h < heads; ++h) {
-        float* v = x + (t * heads + h) * d;
+        float* v = x + t * stride + h * d;
         // Interleaved (llama2.c): pairs (2i, 2i+1). Rotate-half (HF): pairs (i, i + d/2).
         float* a = config_.rope_interleaved ? v + 2 * i : v + i;
         float* b = config_.rope_interleaved ? v + 2 * i + 1 : v + i + half;
@@ -153,7 +153,7 @@ void LlamaModel::rope(float* x, size_t count, size_t start, size_t heads) const 
 }
 
 void LlamaModel::attention(size_t layer, size_t count, size_t start, const float* q,
-                           KvCache& cache, float* out) const {
+                           size_t q_stride, KvCache& cache, float* out) const {
   const LlamaConfig& c = config_;
   const size_t d = c.head_dim, group = c.heads / c.kv_heads;
   const float scale = 1.0f / std::sqrt(float(d));
@@ -167,7 +167,7 @@ void LlamaModel::attention(size_t layer, size_t count, size_t start, const float
       const size_t t = job / c.heads, h = job % c.heads, kvh = h / group;
       const size_t pos = start + t;
       const size_t first = window && pos + 1 > window ? pos + 1 - window : 0;
-      const float* qh = q + (t * c.heads + h) * d;
+      const float* qh = q + t * q_stride + h * d;
       float max = -INFINITY;
       for (size_t j = first; j <= pos; ++j) {
         const float* kj = cache.k(layer, j) + kvh * d;
@@ -235,12 +235,11 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache, 
                                bool all_logits) const {
   const LlamaConfig& c = config_;
   const size_t n = tokens.size(), start = cache.length(), H = c.hidden;
-  std::vector<float> x(n * H), xb(n * H), qkv(n * c.qkv_width()), q(n * c.q_width()),
-      k(n * c.kv_width()), v(n * c.kv_width()), att(n * c.q_width()), gate_up(n * 2 * c.ffn),
-      act(n * c.ffn);
+  std::vector<float> x(n * H), xb(n * H), qkv(n * c.qkv_width()), att(n * c.q_width()),
+      gate_up(n * 2 * c.ffn), act(n * c.ffn);
   for (size_t t = 0; t < n; ++t) embedding_->row_to_f32(size_t(tokens[t]), x.data() + t * H);
   // Member i's row t of a group's output (layout in linear_plan.h).
-  auto row = [n](const LinearGroup& g, const std::vector<float>& out, size_t i, size_t t) {
+  auto row = [n](const LinearGroup& g, std::vector<float>& out, size_t i, size_t t) {
     return out.data() + g.offset(i, n) + t * g.stride(i);
   };
 
@@ -248,27 +247,25 @@ void LlamaModel::forward_chunk(std::span<const int32_t> tokens, KvCache& cache, 
     const Layer& L = layers_[l];
     for (size_t t = 0; t < n; ++t)
       rms_norm(x.data() + t * H, L.attn_norm.data(), H, c.norm_eps, xb.data() + t * H);
+    // q, k, v are worked on where the product left them (rows stride(i) apart).
     L.qkv.forward(xb.data(), n, qkv.data());
+    const size_t d = c.head_dim;
+    if (c.qk_norm)
+      for (size_t t = 0; t < n; ++t) {
+        for (size_t h = 0; h < c.heads; ++h)
+          rms_norm(row(L.qkv, qkv, 0, t) + h * d, L.q_norm.data(), d, c.norm_eps,
+                   row(L.qkv, qkv, 0, t) + h * d);
+        for (size_t h = 0; h < c.kv_heads; ++h)
+          rms_norm(row(L.qkv, qkv, 1, t) + h * d, L.k_norm.data(), d, c.norm_eps,
+                   row(L.qkv, qkv, 1, t) + h * d);
+      }
+    rope(row(L.qkv, qkv, 0, 0), L.qkv.stride(0), n, start, c.heads);
+    rope(row(L.qkv, qkv, 1, 0), L.qkv.stride(1), n, start, c.kv_heads);
     for (size_t t = 0; t < n; ++t) {
-      std::memcpy(q.data() + t * c.q_width(), row(L.qkv, qkv, 0, t), c.q_width() * 4);
-      std::memcpy(k.data() + t * c.kv_width(), row(L.qkv, qkv, 1, t), c.kv_width() * 4);
-      std::memcpy(v.data() + t * c.kv_width(), row(L.qkv, qkv, 2, t), c.kv_width() * 4);
+      std::memcpy(cache.k(l, start + t), row(L.qkv, qkv, 1, t), c.kv_width() * 4);
+      std::memcpy(cache.v(l, start + t), row(L.qkv, qkv, 2, t), c.kv_width() * 4);
     }
-    if (c.qk_norm) {
-      for (size_t i = 0; i < n * c.heads; ++i)
-        rms_norm(q.data() + i * c.head_dim, L.q_norm.data(), c.head_dim, c.norm_eps,
-                 q.data() + i * c.head_dim);
-      for (size_t i = 0; i < n * c.kv_heads; ++i)
-        rms_norm(k.data() + i * c.head_dim, L.k_norm.data(), c.head_dim, c.norm_eps,
-                 k.data() + i * c.head_dim);
-    }
-    rope(q.data(), n, start, c.heads);
-    rope(k.data(), n, start, c.kv_heads);
-    for (size_t t = 0; t < n; ++t) {
-      std::memcpy(cache.k(l, start + t), k.data() + t * c.kv_width(), c.kv_width() * 4);
-      std::memcpy(cache.v(l, start + t), v.data() + t * c.kv_width(), c.kv_width() * 4);
-    }
-    attention(l, n, start, q.data(), cache, att.data());
+    attention(l, n, start, row(L.qkv, qkv, 0, 0), L.qkv.stride(0), cache, att.data());
     L.o->forward(att.data(), n, xb.data());
     for (size_t i = 0; i < n * H; ++i) x[i] += xb[i];
 

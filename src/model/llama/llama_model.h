@@ -70,11 +70,12 @@ class LlamaModel {
   };
   friend class LlamaCudaExecutor;  // the GPU half reads the weights and layers below
   LlamaModel() = default;
-  void attention(size_t layer, size_t count, size_t start, const float* q, KvCache& cache,
-                 float* out) const;
+  // q, x: token t's heads at q + t * stride (rows of a LinearGroup's output, layout there).
+  void attention(size_t layer, size_t count, size_t start, const float* q, size_t stride,
+                 KvCache& cache, float* out) const;
   void forward_chunk(std::span<const int32_t> tokens, KvCache& cache, float* logits,
                      bool all_logits) const;
-  void rope(float* x, size_t count, size_t start, size_t heads) const;
+  void rope(float* x, size_t stride, size_t count, size_t start, size_t heads) const;
 
   // First, so that it outlives the layers built on its device (they use its stream).
   std::unique_ptr<LlamaCudaExecutor, LlamaCudaExecutorDeleter> cuda_;
