@@ -25,21 +25,13 @@
 #include "kernels/cuda/cuda_elementwise.h"
 #include "kernels/cuda/cuda_norm.h"
 #include "kernels/cuda/cuda_rope.h"
+#include "gpu/cuda_test_support.h"
 #endif
 
 namespace nibble {
 namespace {
 
 #if NIBBLE_WITH_CUDA
-
-// Skips the test (visibly, with the runtime's reason) where there is no usable CUDA device.
-#define NIBBLE_REQUIRE_CUDA()                                            \
-  do {                                                                   \
-    DeviceInfo d;                                                        \
-    d.kind = DeviceKind::cuda;                                           \
-    const Check present = cuda_device_present(d);                        \
-    if (!present.ok) GTEST_SKIP() << present.reason;                     \
-  } while (0)
 
 constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
 

@@ -21,6 +21,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_elementwise.h"
 #include "kernels/cuda/sm80_mxfp4_gemv.h"
+#include "gpu/cuda_test_support.h"
 #endif
 
 namespace nibble {
@@ -42,16 +43,6 @@ DeviceInfo test_device() {
     return none;
   }
 }
-
-// A visible skip where no CUDA device is present (the tests that launch kernels directly).
-#define NIBBLE_SKIP_WITHOUT_DEVICE()                                      \
-  do {                                                                    \
-    int count = 0;                                                        \
-    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {        \
-      cudaGetLastError();                                                 \
-      GTEST_SKIP() << "no CUDA device";                                   \
-    }                                                                     \
-  } while (0)
 
 template <typename T>
 struct DeviceArray {
@@ -170,7 +161,7 @@ TEST(Sm80Mxfp4GemvScales, SpecialScaleCodesAreExact) {
 // 16-byte run (K = 172, F32), one and two tiles per group, and CTAs of 2, 7 and 16 warps in
 // teams of 16, 4 and 1 (odd warp counts and several teams per CTA included).
 TEST(Sm80Mxfp4GemvActivationLoads, VectorBitIdenticalToElementLoads) {
-  NIBBLE_SKIP_WITHOUT_DEVICE();
+  NIBBLE_REQUIRE_CUDA();
   const uint64_t seed = test::linear_test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   for (ActivationFormat format : {ActivationFormat::bf16, ActivationFormat::f32})
@@ -221,7 +212,7 @@ TEST(Sm80Mxfp4GemvActivationLoads, VectorBitIdenticalToElementLoads) {
 // NaN. Reading them before they are written, or after they are overwritten, shows as NaN or
 // as a difference from the same GEMV launched alone: the outputs must be bit-identical.
 TEST(Sm80Mxfp4GemvChained, WaitsForTheKernelBeforeIt) {
-  NIBBLE_SKIP_WITHOUT_DEVICE();
+  NIBBLE_REQUIRE_CUDA();
   const uint64_t seed = test::linear_test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   cudaStream_t stream = nullptr;
