@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "base/error.h"
@@ -147,10 +148,10 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
   const GraphKey key{n, logits ? (all_logits ? n : 1) : 0, kv->k(0), kv->v(0), cache.capacity()};
 
   // Pageable memory: cudaMemcpyAsync stages it before returning, so `step` may go.
-  std::vector<int32_t> step(1 + n);
+  std::array<int32_t, 1 + kCudaMaxBatchTokens> step{};
   step[0] = int32_t(start);
   std::copy(tokens.begin(), tokens.end(), step.begin() + 1);
-  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(step_.get(), step.data(), step.size() * sizeof(int32_t),
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(step_.get(), step.data(), (1 + n) * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, s),
                     "the position and token ids");
 
