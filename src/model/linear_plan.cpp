@@ -258,9 +258,6 @@ LinearGroup make_linear_group(const TensorSource& tensors, const std::string& fu
         resolve_linear(tensors, m.name, m.role, m.n, k, has_bias, selection, options, nullptr));
     all_mxfp4 &= parts.back().dense == nullptr;
   }
-  std::vector<size_t> widths;
-  for (const LinearGroupMember& m : members) widths.push_back(m.n);
-
   if (!options.fuse_linears || !all_mxfp4 || members.size() == 1) {
     std::vector<std::unique_ptr<Linear>> linears;
     for (ResolvedLinear& r : parts) {
@@ -272,8 +269,9 @@ LinearGroup make_linear_group(const TensorSource& tensors, const std::string& fu
   // Stack the members' rows (the checkpoint layout is row-major in blocks and scales), then
   // quantized-at-load bytes are freed member by member as they are copied.
   const size_t bpr = mxfp4_blocks_per_row(k);
+  std::vector<size_t> widths;
   size_t total = 0;
-  for (size_t n : widths) total += n;
+  for (const LinearGroupMember& m : members) widths.push_back(m.n), total += m.n;
   std::vector<uint8_t> blocks(total * bpr * kMxfp4BlockBytes), scales(total * bpr);
   std::vector<float> bias;
   size_t row = 0;
