@@ -19,7 +19,6 @@
 #include "command.h"
 #include "model/eval.h"
 #include "model/model_loader.h"
-#include "model/sampler.h"
 #include "model_flags.h"
 
 #if NIBBLE_WITH_CUDA
@@ -66,18 +65,16 @@ void run_tokens(const Args& a) {
   }
   if (a.greedy == 0) return;
   KvCache cache = model.make_cache(n + a.greedy);
-  std::vector<float> logits(V);
   const auto t0 = Clock::now();
-  model.forward(a.tokens, cache, logits.data());
+  int32_t next = model.forward_greedy(a.tokens, cache);
   const double prompt_s = seconds_since(t0);
   std::vector<int32_t> out;
   const auto t1 = Clock::now();
   size_t steps = 0;
   for (size_t i = 0; i < a.greedy; ++i) {
-    const int32_t next = argmax(logits.data(), V);
     out.push_back(next);
     if (i + 1 == a.greedy) break;
-    model.forward(std::span<const int32_t>(&next, 1), cache, logits.data());
+    next = model.forward_greedy(std::span<const int32_t>(&next, 1), cache);
     ++steps;
   }
   const double gen_s = seconds_since(t1);

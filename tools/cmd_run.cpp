@@ -143,7 +143,15 @@ void run(const Args& a) {
       harmony_error = e.message();
     }
   };
-  std::vector<float> logits(model.config().vocab);
+  // Runs tokens and picks the next one: greedy decoding takes the argmax on the model's device
+  // (a CUDA step then copies back one token, not the logits); sampling needs the logits here.
+  const bool greedy = a.temperature == 0.0f;
+  std::vector<float> logits(greedy ? 0 : model.config().vocab);
+  const auto step = [&](std::span<const int32_t> tokens) {
+    if (greedy) return model.forward_greedy(tokens, cache);
+    model.forward(tokens, cache, logits.data());
+    return sampler.sample(logits.data(), logits.size());
+  };
 
   // Plain text: the prompt's text as the tokenizer gives it back, then the continuation, as it
   // comes. Chat: only the reply.
@@ -151,16 +159,14 @@ void run(const Args& a) {
     for (int32_t id : prompt) std::fputs(decoder.push(id).c_str(), stdout);
   std::fflush(stdout);
   const auto t0 = Clock::now();
-  model.forward(prompt, cache, logits.data());
+  int32_t next = step(prompt);
   const double prompt_ms = ms_since(t0);
 
-  // Each generated token is sampled from the logits at hand; all but the last also run one
-  // decode forward (the speed line counts those forwards).
+  // Each generated token but the last also runs one decode step (the speed line counts those).
   const auto t1 = Clock::now();
   size_t generated = 0, steps = 0;
   std::optional<int32_t> stopped_by;
   while (generated < a.tokens) {
-    const int32_t next = sampler.sample(logits.data(), logits.size());
     if (tokenizer->is_stop(next)) {
       stopped_by = next;
       break;
@@ -168,7 +174,7 @@ void run(const Args& a) {
     emit(decoder.push(next));
     std::fflush(stdout);
     if (++generated == a.tokens) break;
-    model.forward(std::span<const int32_t>(&next, 1), cache, logits.data());
+    next = step(std::span<const int32_t>(&next, 1));
     ++steps;
   }
   const double gen_ms = ms_since(t1);

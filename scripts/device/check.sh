@@ -61,7 +61,8 @@ build_plain() {
   local lib_sources=("$ROOT"/src/base/*.cpp "$ROOT"/src/format/dtype.cpp
                      "$ROOT"/src/format/float16.cpp "$ROOT"/src/format/mxfp4*.cpp "$ROOT"/src/format/fp8.cpp
                      "$ROOT"/src/kernels/*.cpp "$ROOT"/src/kernels/cpu/*.cpp
-                     "$ROOT"/src/kernels/cuda/*.cpp)
+                     "$ROOT"/src/kernels/cuda/*.cpp
+                     "$ROOT"/src/model/sampler.cpp)  # the host argmax the GPU one is held to
   local objs=() pids=() s o
   for s in "${lib_sources[@]}" "$ROOT"/tests/gpu/*.cpp; do
     o=$BUILD/$(basename "${s%.*}").o

@@ -11,8 +11,12 @@ int32_t argmax(const float* logits, size_t n) {
   size_t best = 0;
   for (size_t i = 1; i < n; ++i)
     if (logits[i] > logits[best]) best = i;
-  NIBBLE_CHECK(std::isfinite(logits[best]), "logits are not finite (NaN or Inf in the model output)");
+  check_best_logit(logits[best]);
   return int32_t(best);
+}
+
+void check_best_logit(float value) {
+  NIBBLE_CHECK(std::isfinite(value), "logits are not finite (NaN or Inf in the model output)");
 }
 
 Sampler::Sampler(const SamplerOptions& options) : options_(options), rng_(options.seed) {

@@ -28,6 +28,9 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> candidates_;
 };
 
+// The first index of the largest logit; an error when that logit is not finite.
 int32_t argmax(const float* logits, size_t n);
+// argmax's check of the logit it found (also for an argmax computed elsewhere, on a GPU).
+void check_best_logit(float value);
 
 }  // namespace nibble

@@ -15,11 +15,14 @@
 #include <vector>
 
 #include "format/float16.h"
+#include "model/sampler.h"
 #include "test_seed.h"
 
 #if NIBBLE_WITH_CUDA
 #include <cuda_runtime.h>
 
+#include "base/error.h"
+#include "kernels/cuda/cuda_argmax.h"
 #include "kernels/cuda/cuda_attention.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_elementwise.h"
@@ -537,6 +540,102 @@ TEST(CudaSplitCombine, SplitIsExactAndCombineAddsBias) {
   DeviceVector<float> d_wide(std::vector<float>(2 * rows * cols, kNan));
   NIBBLE_CUDA_CHECK(cuda_bf16_to_f32(d_split.get(), d_wide.get(), 2 * rows * cols, nullptr));
   EXPECT_EQ(d_wide.to_host(), parts);
+}
+
+// ---- the greedy token --------------------------------------------------------------------
+
+// Rows whose argmax the host's argmax() (sampler.h) also takes: the same index, and the same
+// verdict on the logit it found (check_best_logit), on ties, NaNs, infinities and slice edges.
+TEST(CudaArgmax, SameTokenAndVerdictAsTheHost) {
+  NIBBLE_REQUIRE_CUDA();
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng{uint32_t(seed)};
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Row {
+    std::string what;
+    std::vector<float> logits;
+  };
+  std::vector<Row> rows;
+  for (size_t cols : {size_t(1), size_t(7), size_t(4096), size_t(4097), size_t(128256)})
+    rows.push_back({fmt::format("{} random", cols), random_vector(rng, cols, 0, 3)});
+  const auto variant = [&](const std::string& what, auto change) {
+    Row r{what, random_vector(rng, 128256, -20, 3)};  // all negative: the key order's sign path
+    change(r.logits);
+    rows.push_back(std::move(r));
+  };
+  std::uniform_int_distribution<size_t> at(1, 128255);
+  variant("a tie: the first wins", [&](std::vector<float>& v) {
+    const size_t a = at(rng), b = at(rng);
+    v[std::min(a, b)] = v[std::max(a, b)] = 50.0f;
+  });
+  variant("NaNs after index 0 are passed over", [&](std::vector<float>& v) {
+    for (int i = 0; i < 100; ++i) v[at(rng)] = kNan;
+  });
+  variant("NaN at index 0: not finite", [&](std::vector<float>& v) { v[0] = kNan; });
+  variant("+inf: not finite", [&](std::vector<float>& v) { v[at(rng)] = inf; });
+  variant("all -inf: not finite", [&](std::vector<float>& v) { std::fill(v.begin(), v.end(), -inf); });
+  variant("the largest at the end", [&](std::vector<float>& v) { v.back() = 1.0f; });
+
+  for (const Row& r : rows) {
+    SCOPED_TRACE(r.what);
+    DeviceVector<float> d_logits(r.logits);
+    DeviceVector<unsigned long long> d_key(std::vector<unsigned long long>(1, 0));
+    ArgmaxLaunch l;
+    l.logits = d_logits.get(), l.rows = 1, l.cols = r.logits.size(), l.keys = d_key.get();
+    NIBBLE_CUDA_CHECK(cuda_argmax_rows(l, nullptr));
+    float value = 0;
+    uint32_t index = 0;
+    decode_argmax_key(d_key.to_host()[0], &value, &index);
+    bool host_finite = true, device_finite = true;
+    int32_t want = -1;
+    try {
+      want = argmax(r.logits.data(), r.logits.size());
+    } catch (const Error&) {
+      host_finite = false;
+    }
+    try {
+      check_best_logit(value);
+    } catch (const Error&) {
+      device_finite = false;
+    }
+    ASSERT_EQ(device_finite, host_finite) << "value " << value << " at " << index;
+    if (!host_finite) continue;
+    EXPECT_EQ(int32_t(index), want);
+    EXPECT_EQ(value, r.logits[want]);
+  }
+}
+
+// Several rows in one launch; a launch without rows does nothing; bad arguments are refused.
+TEST(CudaArgmax, RowsAndRefusals) {
+  NIBBLE_REQUIRE_CUDA();
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng{uint32_t(seed)};
+  const size_t rows = 5, cols = 10000;
+  const std::vector<float> logits = random_vector(rng, rows * cols);
+  DeviceVector<float> d_logits(logits);
+  DeviceVector<unsigned long long> d_keys(std::vector<unsigned long long>(rows, 0));
+  ArgmaxLaunch l;
+  l.logits = d_logits.get(), l.rows = rows, l.cols = cols, l.keys = d_keys.get();
+  NIBBLE_CUDA_CHECK(cuda_argmax_rows(l, nullptr));
+  const std::vector<unsigned long long> keys = d_keys.to_host();
+  for (size_t r = 0; r < rows; ++r) {
+    float value = 0;
+    uint32_t index = 0;
+    decode_argmax_key(keys[r], &value, &index);
+    EXPECT_EQ(int32_t(index), argmax(logits.data() + r * cols, cols)) << "row " << r;
+  }
+  ArgmaxLaunch empty = l;
+  empty.rows = 0, empty.logits = nullptr;
+  EXPECT_EQ(cuda_argmax_rows(empty, nullptr), cudaSuccess);
+  ArgmaxLaunch bad = l;
+  bad.keys = nullptr;
+  EXPECT_EQ(cuda_argmax_rows(bad, nullptr), cudaErrorInvalidValue);
+  bad = l, bad.cols = 0;
+  EXPECT_EQ(cuda_argmax_rows(bad, nullptr), cudaErrorInvalidValue);
+  bad = l, bad.rows = 65536;
+  EXPECT_EQ(cuda_argmax_rows(bad, nullptr), cudaErrorInvalidValue);
 }
 
 #else  // !NIBBLE_WITH_CUDA

@@ -16,6 +16,7 @@
 #include "format/safetensors.h"
 #include "model/llama/synth.h"
 #include "model/model_loader.h"
+#include "model/sampler.h"
 
 namespace nibble {
 namespace {
@@ -74,6 +75,18 @@ std::vector<float> stepped_logits(const LlamaModel& m, const std::vector<int32_t
   return out;
 }
 
+// forward_greedy at each step of the same decode: the token argmax() takes of stepped_logits'
+// rows, here computed where the model runs (on CUDA, on the device).
+void expect_greedy_steps_match(const LlamaModel& m, const std::vector<int32_t>& tokens,
+                               const std::vector<float>& stepped) {
+  KvCache cache = m.make_cache(tokens.size());
+  const size_t V = m.config().vocab;
+  for (size_t i = 0; i < tokens.size(); ++i)
+    EXPECT_EQ(m.forward_greedy(std::span<const int32_t>(&tokens[i], 1), cache),
+              argmax(stepped.data() + i * V, V))
+        << "step " << i;
+}
+
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double d = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -106,7 +119,9 @@ TEST_P(Families, WrittenReadBackPrefillEqualsDecode) {
     EXPECT_EQ(m.model->config().family, p.family);
     const std::vector<int32_t> tokens = random_tokens(19, c.vocab);
     const std::vector<float> all = logits_of(*m.model, tokens);
-    EXPECT_LT(max_abs_diff(all, stepped_logits(*m.model, tokens)), 1e-4);
+    const std::vector<float> stepped = stepped_logits(*m.model, tokens);
+    EXPECT_LT(max_abs_diff(all, stepped), 1e-4);
+    expect_greedy_steps_match(*m.model, tokens, stepped);
     for (const LinearPlanEntry& e : m.model->plan()) {
       const bool expect_mx = std::string(layers) == "all" && !(p.tied && e.role == LinearRole::lm_head);
       EXPECT_EQ(e.mxfp4, expect_mx) << e.name << ": " << e.reason;
@@ -468,6 +483,7 @@ TEST(Devices, CudaMatchesCpuOrSaysWhyNot) {
       const std::vector<float> decoded_cpu = stepped_logits(*a, tokens);
       const std::vector<float> decoded_gpu = stepped_logits(*b, tokens);
       EXPECT_LT(max_abs_diff(decoded_cpu, decoded_gpu) / max_logit, 1e-4);
+      expect_greedy_steps_match(*b, tokens, decoded_gpu);
     }
   }
 }

@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/thread_pool.h"
+#include "model/sampler.h"
 
 #if NIBBLE_WITH_CUDA
 #include "model/llama/llama_model_cuda.h"
@@ -198,6 +199,25 @@ void LlamaModel::attention(size_t layer, size_t count, size_t start, const float
 
 void LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, float* logits,
                          bool all_logits) const {
+  run(tokens, cache, logits, all_logits, nullptr);
+}
+
+int32_t LlamaModel::forward_greedy(std::span<const int32_t> tokens, KvCache& cache) const {
+  NIBBLE_CHECK(!tokens.empty(), "a greedy step needs at least one token");
+#if NIBBLE_WITH_CUDA
+  if (cuda_) {
+    int32_t next = -1;
+    run(tokens, cache, nullptr, false, &next);
+    return next;
+  }
+#endif
+  std::vector<float> logits(config_.vocab);
+  run(tokens, cache, logits.data(), false, nullptr);
+  return argmax(logits.data(), logits.size());
+}
+
+void LlamaModel::run(std::span<const int32_t> tokens, KvCache& cache, float* logits,
+                     bool all_logits, int32_t* greedy) const {
   const LlamaConfig& c = config_;
   const size_t total = tokens.size();
   if (total == 0) return;
@@ -220,7 +240,7 @@ void LlamaModel::forward(std::span<const int32_t> tokens, KvCache& cache, float*
     float* out = all_logits ? logits + off * c.vocab : (last ? logits : nullptr);
 #if NIBBLE_WITH_CUDA
     if (cuda_) {
-      cuda_->forward_chunk(tokens.subspan(off, n), cache, out, all_logits);
+      cuda_->forward_chunk(tokens.subspan(off, n), cache, out, all_logits, last ? greedy : nullptr);
       continue;
     }
 #endif

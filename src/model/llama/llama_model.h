@@ -53,6 +53,10 @@ class LlamaModel {
   // cache. logits: [n, vocab] when all_logits, else [1, vocab] for the last token only.
   void forward(std::span<const int32_t> tokens, KvCache& cache, float* logits,
                bool all_logits = false) const;
+  // Runs tokens as forward() does and returns the greedy token after the last one: argmax() of
+  // its logits (sampler.h), with the same error for non-finite logits. On CUDA the argmax runs
+  // on the device (cuda_argmax.h): a decode step copies 8 bytes back instead of the logits.
+  int32_t forward_greedy(std::span<const int32_t> tokens, KvCache& cache) const;
 
   // What each linear layer became at load (format, kernel, reason).
   const std::vector<LinearPlanEntry>& plan() const { return plan_; }
@@ -73,6 +77,9 @@ class LlamaModel {
   // q, x: token t's heads at q + t * stride (rows of a LinearGroup's output, layout there).
   void attention(size_t layer, size_t count, size_t start, const float* q, size_t stride,
                  KvCache& cache, float* out) const;
+  // forward(), and on CUDA the last chunk's greedy token into *greedy when it is not null.
+  void run(std::span<const int32_t> tokens, KvCache& cache, float* logits, bool all_logits,
+           int32_t* greedy) const;
   void forward_chunk(std::span<const int32_t> tokens, KvCache& cache, float* logits,
                      bool all_logits) const;
   void rope(float* x, size_t stride, size_t count, size_t start, size_t heads) const;

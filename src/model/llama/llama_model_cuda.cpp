@@ -7,12 +7,14 @@
 #include <cmath>
 
 #include "base/error.h"
+#include "kernels/cuda/cuda_argmax.h"
 #include "kernels/cuda/cuda_attention.h"
 #include "kernels/cuda/cuda_elementwise.h"
 #include "kernels/cuda/cuda_norm.h"
 #include "kernels/cuda/cuda_rope.h"
 #include "model/cuda/cuda_kv_cache.h"
 #include "model/llama/llama_model.h"
+#include "model/sampler.h"
 
 namespace nibble {
 namespace {
@@ -121,6 +123,7 @@ void LlamaCudaExecutor::bind(const LlamaModel& model) {
                     "zeroing the attention merge counters");
   input_ = DeviceBuffer(m * std::max({c.hidden, c.q_width(), c.ffn}) * act, "linear inputs");
   logits_ = DeviceBuffer(m * c.vocab * 4, "logits");
+  greedy_key_ = DeviceBuffer(sizeof(unsigned long long), "the greedy token's key");
 }
 
 KvCache LlamaCudaExecutor::make_cache(size_t capacity) const {
@@ -136,7 +139,7 @@ void LlamaCudaExecutor::synchronize() const {
 }
 
 void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& cache,
-                                      float* logits, bool all_logits) const {
+                                      float* logits, bool all_logits, int32_t* greedy) const {
   const LlamaConfig& c = config_;
   const size_t n = tokens.size(), start = cache.length();
   NIBBLE_CHECK(model_ && n >= 1 && n <= max_m_, "CUDA forward chunk of {} tokens (1..{})", n,
@@ -145,7 +148,8 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
   auto* kv = dynamic_cast<CudaKvStorage*>(cache.storage());
   NIBBLE_CHECK(kv != nullptr, "the KV cache was not made by this model's CUDA executor");
   const cudaStream_t s = context_->stream();
-  const GraphKey key{n, logits ? (all_logits ? n : 1) : 0, kv->k(0), kv->v(0), cache.capacity()};
+  const size_t logit_rows = logits || greedy ? (all_logits ? n : 1) : 0;
+  const GraphKey key{n, logit_rows, greedy != nullptr, kv->k(0), kv->v(0), cache.capacity()};
 
   // Pageable memory: cudaMemcpyAsync stages it before returning, so `step` may go.
   std::array<int32_t, 1 + kCudaMaxBatchTokens> step{};
@@ -193,11 +197,23 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
     NIBBLE_CUDA_CHECK(cudaGraphLaunch(exec, s), "the captured forward");
   }
   cache.set_length(start + n);
-  if (!logits) return;
-  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.get(), key.logit_rows * c.vocab * sizeof(float),
-                                    cudaMemcpyDeviceToHost, s),
-                    "logits to the host");
+  if (logits)
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.get(), key.logit_rows * c.vocab * sizeof(float),
+                                      cudaMemcpyDeviceToHost, s),
+                      "logits to the host");
+  unsigned long long greedy_key = 0;
+  if (greedy)
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(&greedy_key, greedy_key_.get(), sizeof greedy_key,
+                                      cudaMemcpyDeviceToHost, s),
+                      "the greedy token to the host");
+  if (!logits && !greedy) return;
   synchronize();
+  if (!greedy) return;
+  float value = 0.0f;
+  uint32_t index = 0;
+  decode_argmax_key(greedy_key, &value, &index);
+  check_best_logit(value);
+  *greedy = int32_t(index);
 }
 
 void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
@@ -214,6 +230,10 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
   void* input = input_.get();
   const ActivationView in{input, n, act};
   const int32_t* position = step_.as<const int32_t>();
+  // Zeroed here, long before the argmax: a memset just before it would break the chain.
+  if (key.greedy)
+    NIBBLE_CUDA_CHECK(cudaMemsetAsync(greedy_key_.get(), 0, greedy_key_.bytes(), s),
+                      "resetting the greedy token's key");
 
   EmbeddingGatherLaunch gather;
   gather.table = embedding_->data.get();
@@ -276,6 +296,12 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
   norm(x + first * H, delta + first * H, final_norm_, key.logit_rows, "final norm", c.layers);
   model_->lm_head_->forward_on_device(ActivationView{input, key.logit_rows, act},
                                       OutputView{logits_.get(), OutputFormat::f32}, s);
+  if (!key.greedy) return;
+  ArgmaxLaunch argmax;
+  argmax.logits = logits_.as<const float>() + (key.logit_rows - 1) * c.vocab;
+  argmax.rows = 1, argmax.cols = c.vocab;
+  argmax.keys = greedy_key_.as<unsigned long long>();
+  NIBBLE_CUDA_CHECK(cuda_argmax_rows(argmax, s), "the greedy token's argmax");
 }
 
 }  // namespace nibble

@@ -17,7 +17,8 @@
 //   a  = rmsnorm(x += delta)            act
 //   gate|up = Wgate_up a;  a = silu(gate) * up   act
 //   delta = Wdown a
-// then logits = lm_head(rmsnorm(x += delta)) for the rows asked, copied to the host.
+// then logits = lm_head(rmsnorm(x += delta)) for the rows asked, copied to the host, or for a
+// greedy step only their argmax (cuda_argmax.h).
 //
 // CUDA graphs (ModelLoadOptions::cuda_graphs): that sequence is captured once per shape (n,
 // logit rows, KV cache) and replayed; every launch's arguments are fixed pointers, and the
@@ -72,9 +73,10 @@ class LlamaCudaExecutor {
   KvCache make_cache(size_t capacity) const;
   // One chunk (tokens.size() <= kCudaMaxBatchTokens) at positions cache.length() ..; advances
   // the cache. logits: null, or [n, vocab] (all_logits) / [1, vocab] host memory, written
-  // before return. Inputs were validated by LlamaModel::forward.
+  // before return. greedy: null, or where the last token's greedy next token goes (argmax on
+  // the device; logits then null). Inputs were validated by LlamaModel::forward.
   void forward_chunk(std::span<const int32_t> tokens, KvCache& cache, float* logits,
-                     bool all_logits) const;
+                     bool all_logits, int32_t* greedy = nullptr) const;
   // How many forward shapes are held as CUDA graphs (for tests and logs).
   size_t captured_graphs() const { return graphs_.size(); }
   // Waits for the stream; reports any asynchronous error of the forward.
@@ -88,6 +90,7 @@ class LlamaCudaExecutor {
   // What a captured forward depends on beyond its fixed buffers.
   struct GraphKey {
     size_t tokens = 0, logit_rows = 0;  // logit_rows 0: no logits
+    bool greedy = false;                // the last row's argmax too
     const float* k_rows = nullptr;      // the cache's first layer; with capacity, all its rows
     const float* v_rows = nullptr;
     size_t capacity = 0;
@@ -114,6 +117,7 @@ class LlamaCudaExecutor {
   DeviceBuffer step_, x_, delta_, qkv_, gate_up_, q_, input_, logits_;
   // Flash-decoding's partial results and merge counters (cuda_attention.h), for any layer.
   DeviceBuffer attention_scratch_, attention_counters_;
+  DeviceBuffer greedy_key_;  // the greedy token's argmax key (cuda_argmax.h)
   bool use_graphs_;
   mutable std::vector<GraphKey> seen_;              // shapes run once, eagerly
   mutable std::vector<std::unique_ptr<Graph>> graphs_;  // oldest first
