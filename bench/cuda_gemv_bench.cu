@@ -226,6 +226,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(3, 100000))->capture_default_str();
   app.add_flag("--sweep", sweep, "also time configurations of ours (tiles, warps, teams)");
   app.add_flag("--quick", quick, "the first two shapes only");
+  std::string only;
+  app.add_option("--shape", only, "only the shapes whose name contains this (e.g. down, for a profiler)");
   app.add_flag("--llama", llama,
                "Llama-3-8B's decode products instead (q|k|v and gate|up fused, as the model runs them)");
   CLI11_PARSE(app, argc, argv);
@@ -255,6 +257,11 @@ int main(int argc, char** argv) {
               {28672, 4096, "llama gate_up 28672x4096"}, {4096, 14336, "llama down 4096x14336"},
               {128256, 4096, "llama lm_head 128256x4096"}};
   if (quick) shapes.resize(2);
+  std::erase_if(shapes, [&](const Shape& s) { return std::string(s.name).find(only) == std::string::npos; });
+  if (shapes.empty()) {
+    std::fprintf(stderr, "--shape %s: no shape's name contains it\n", only.c_str());
+    return 2;
+  }
   const size_t ms[] = {1, 2, 4, 8};
   std::vector<Result> results;
   LtGemm lt;
