@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/device/gemv_profile.sh: Nsight Compute's view of one sm80_mxfp4_gemv launch, on the
 # GPU machine: where the warps stall, how busy the memory system and each pipe is. Builds with
-# scripts/device/check.sh (CHECK_BUILD_ONLY=1; the same environment), then profiles the first
+# scripts/device/check.sh (CHECK_BUILD_ONLY=1; the same environment) unless check.sh has built
+# the benchmark already, then profiles the first
 # M = 1 launches of cuda_gemv_bench on one shape (the clocks left alone, as METHOD.md says).
 #
 #   PROFILE_SHAPE=down PROFILE_ARGS=--llama scripts/device/gemv_profile.sh
@@ -13,7 +14,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$ROOT/build/device-check}
 mkdir -p "$OUT"
-CHECK_BUILD_ONLY=1 bash "$ROOT/scripts/device/check.sh" || exit 1
+[[ -x $ROOT/build/device/cuda_gemv_bench ]] || CHECK_BUILD_ONLY=1 bash "$ROOT/scripts/device/check.sh" || exit 1
 shape=${PROFILE_SHAPE:-down}
 report=$OUT/ncu_${shape//[^A-Za-z0-9]/_}.txt
 ncu --clock-control none --kernel-name regex:mxfp4_gemv_kernel \
