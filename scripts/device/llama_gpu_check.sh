@@ -32,7 +32,8 @@
 # Environment: OUT (default build/llama-gpu-check), CHECK_DIR (default $OUT/checkpoints),
 # NIBBLE / NIBBLE_BUNDLE, CUDA_ACTIVATIONS (f32|bf16), BOUND, BENCH=1, BENCH_ONLY=1,
 # BENCH_DIR (default build/llama3-8b-shape), BENCH_LAYERS (default "none qkv,o,mlp all"),
-# BENCH_FLAGS (more eval flags for the benchmark, e.g. "--no-cuda-graphs --no-fuse"), PYTHON.
+# BENCH_FLAGS (more eval flags for the benchmark, e.g. "--no-cuda-graphs --no-fuse"), PYTHON,
+# PROFILE=1 (with BENCH=1: Nsight Compute's time for each kernel of a decode step).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -179,6 +180,40 @@ if [[ ${BENCH:-0} == 1 ]]; then
   done
 fi
 
+# ---- 5. PROFILE=1: each kernel of a decode step, in place ---------------------------------------
+# Nsight Compute times every kernel of about one decode step (--mxfp4-layers all) after a few
+# steps, the clocks and caches left as they are. It runs them one at a time (no chained
+# overlap), so the durations sum to more than a step; what they show is the share of each.
+profile_rows=()
+if [[ ${PROFILE:-0} == 1 && ${BENCH:-0} == 1 ]]; then
+  csv=$OUT/logs/profile_all.csv
+  ncu --clock-control none --cache-control none --launch-skip 1200 --launch-count 292 \
+      --metrics gpu__time_duration.sum --print-kernel-base function --csv "$NIBBLE_CMD" eval -m "$bdir" --device cuda \
+      --mxfp4-layers all --cuda-activations "$ACT" --tokens 1,2,3,4,5,6,7,8 --greedy 16 \
+      ${BENCH_FLAGS:-} > "$csv" 2> "$OUT/logs/profile_all.log"
+  mapfile -t profile_rows < <("$PYTHON" - "$csv" <<'EOF'
+import csv, sys
+from collections import defaultdict
+total, count = defaultdict(float), defaultdict(int)
+with open(sys.argv[1]) as f:
+    lines = [l for l in f if l.startswith('"')]
+for row in csv.DictReader(lines):
+    if row.get("Metric Name") != "gpu__time_duration.sum":
+        continue
+    name = row["Kernel Name"]
+    unit = row["Metric Unit"]
+    v = float(row["Metric Value"].replace(",", ""))
+    v = v / 1000 if unit == "nsecond" else v * 1000 if unit == "msecond" else v
+    total[name] += v
+    count[name] += 1
+all_us = sum(total.values())
+for name in sorted(total, key=total.get, reverse=True):
+    print(f"| {name} | {count[name]} | {total[name] / count[name]:.2f} | {total[name]:.1f} | {100 * total[name] / all_us:.0f} % |")
+print(f"| all | {sum(count.values())} | | {all_us:.1f} | 100 % |")
+EOF
+)
+fi
+
 # ---- summary -------------------------------------------------------------------------------------
 echo
 cat "$OUT/env.log"
@@ -195,6 +230,13 @@ if ((${#bench_rows[@]})); then
   echo "| --mxfp4-layers | tokens/s | ms/token | weights MiB/token | copy GB/s | floor ms/token | % of floor |"
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${bench_rows[@]}"
+fi
+if ((${#profile_rows[@]})); then
+  echo
+  echo "Kernels of ~one decode step (all, ncu, one at a time; logs/profile_all.csv):"
+  echo "| kernel | launches | mean us | total us | share |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${profile_rows[@]}"
 fi
 echo
 echo "llama_gpu_check: $([[ $failed == 0 ]] && echo PASSED || echo FAILED) (logs in $OUT)"
