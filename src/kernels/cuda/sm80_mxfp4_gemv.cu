@@ -112,16 +112,17 @@ struct Chunk {
   uint32_t a[2][kActWords<Act>];    // raw activations (BF16 pairs or F32 bits) per block
 };
 
-// Raw activations of one block: 16-byte loads where rows allow (act_vector: rows 16-byte
-// aligned, K x element size a multiple of 16) and the run lies inside K, else element by
-// element; zero past K and for rows >= M.
+// Raw activations of one block, from `row` (the lane's activation row, null for rows >= M,
+// which are zero): 16-byte loads where rows allow (act_vector: rows 16-byte aligned, K x
+// element size a multiple of 16) and the run lies inside K, else element by element; zero
+// past K.
 template <typename Act>
-__device__ __forceinline__ void load_act(const Params& p, int row, int k0,
+__device__ __forceinline__ void load_act(const Params& p, const Act* row, int k0,
                                          uint32_t (&a)[kActWords<Act>]) {
 #pragma unroll
   for (int i = 0; i < kActWords<Act>; ++i) a[i] = 0;
-  if (row >= p.m) return;
-  const Act* src = static_cast<const Act*>(p.act) + size_t(row) * p.k + k0;
+  if (row == nullptr || k0 >= p.k) return;
+  const Act* src = row + k0;
   if (p.act_vector && k0 + 8 <= p.k) {
 #pragma unroll
     for (int q = 0; q < kActWords<Act> / 4; ++q) {
@@ -260,27 +261,39 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
   const int per_group = mate < p.k_chunks ? (p.k_chunks - mate + p.team - 1) / p.team : 0;
   const int groups = first < p.n_groups ? (p.n_groups - 1 - first) / stride + 1 : 0;
   const int total = per_group * groups;
-  int next_group = first, next_index = 0;  // the load cursor, in consumption order
-  // Chunk `index` of the warp's group (chunk mate + index * team): weights and scales, which
-  // no kernel writes, then the activations, which the kernel before this one may.
-  const auto load_weights = [&](Chunk<Act, kTiles>& ch, int group, int index) {
-    const int chunk = mate + index * p.team;
+  const int k_first = mate * 64 + 8 * t;  // the lane's first activation of chunk `mate`
+  // The load cursor, in consumption order: the next chunk's uint4 offset in tile 0 of its group
+  // (32 bits reach 64 GB of weights; its scale word is that offset / 4: chunk * 8 + g) and its
+  // index in the group. A step is `team` chunks; after a group's last, the cursor jumps to
+  // chunk `mate` of the next group.
+  const uint32_t first_chunk = uint32_t(first * kTiles) * uint32_t(p.k_chunks) + mate;
+  const uint32_t group_jump = uint32_t(stride * kTiles) * uint32_t(p.k_chunks) - uint32_t(per_group * p.team);
+  uint32_t next_w = first_chunk * 32 + lane;
+  int next_index = 0;
+  // Weights and scales, which no kernel writes; then the activations, which the kernel before
+  // this one may (the lane's row g; rows >= M are zero).
+  const auto load_weights = [&](Chunk<Act, kTiles>& ch) {
 #pragma unroll
     for (int tt = 0; tt < kTiles; ++tt) {
-      const size_t at = size_t(group * kTiles + tt) * p.k_chunks + chunk;
-      ch.w[tt] = __ldcs(p.weights + at * 32 + lane);  // streamed once: evict first
-      ch.s[tt] = __ldg(p.scales + at * 8 + g);
+      const uint32_t at = next_w + uint32_t(tt * p.k_chunks) * 32;
+      ch.w[tt] = __ldcs(p.weights + at);  // streamed once: evict first
+      ch.s[tt] = __ldg(p.scales + (at >> 2));
     }
   };
   const auto load_acts = [&](Chunk<Act, kTiles>& ch, int index) {
-    const int chunk = mate + index * p.team;
-    load_act<Act>(p, g, chunk * 64 + 8 * t, ch.a[0]);
-    load_act<Act>(p, g, chunk * 64 + 32 + 8 * t, ch.a[1]);
+    const Act* row = g < p.m ? static_cast<const Act*>(p.act) + size_t(g) * p.k : nullptr;
+    const int k0 = k_first + index * p.team * 64;
+    load_act<Act>(p, row, k0, ch.a[0]);
+    load_act<Act>(p, row, k0 + 32, ch.a[1]);
+  };
+  const auto advance = [&] {
+    next_w += uint32_t(p.team) * 32;
+    if (++next_index == per_group) next_index = 0, next_w += group_jump * 32;
   };
   const auto load = [&](Chunk<Act, kTiles>& ch) {
-    load_weights(ch, next_group, next_index);
+    load_weights(ch);
     load_acts(ch, next_index);
-    if (++next_index == per_group) next_index = 0, next_group += stride;
+    advance();
   };
 
   // Chained (cuda_launch.cuh): the first weights and the table while the kernel before this
@@ -290,15 +303,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
   Chunk<Act, kTiles> slot[kDepth];
 #pragma unroll
   for (int d = 0; d < kDepth - 1; ++d)
-    if (d < total) {
-      load_weights(slot[d], next_group, next_index);
-      if (++next_index == per_group) next_index = 0, next_group += stride;
-    }
+    if (d < total) load_weights(slot[d]), advance();
   build_lut(smem + (table - shared_address(smem)));  // while the first loads are in flight
   pdl_wait();
 #pragma unroll
-  for (int d = 0; d < kDepth - 1; ++d)
-    if (d < total) load_acts(slot[d], d % per_group);  // the cursor started at index 0
+  for (int d = 0; d < kDepth - 1; ++d)  // the cursor started at index 0 of the first group
+    if (d < total) load_acts(slot[d], d % per_group);
   __syncthreads();
 
   // Warps with no chunks (K shorter than the team) still take part in every reduction.
