@@ -12,6 +12,9 @@
 #   DIR/run-nibble   a wrapper that sets LD_LIBRARY_PATH and runs DIR/nibble: an executable
 #                    path for scripts that take NIBBLE=... (llama_check.sh)
 #   DIR/COMMIT       the commit it was built from
+#   DIR/test_gpu, DIR/cuda_gemv_bench   the GPU tests and the GEMV benchmark of the same build,
+#                    when built (their libraries in DIR/lib too): check.sh runs them with
+#                    CHECK_BUNDLE=DIR instead of building on the GPU machine
 #
 # Use one (device scripts): `source scripts/device/bundle.sh` then `nibble_setup`, which
 # defines the function `nibble`, NIBBLE_CMD (an executable path) and NIBBLE_COMMIT, from
@@ -28,7 +31,11 @@ bundle_make() {
   rm -rf "$dest"
   mkdir -p "$dest/lib"
   cp "$nibble" "$dest/nibble"
-  ldd "$nibble" | awk '/=> \// {print $3}' | while read -r lib; do
+  local binaries=("$nibble") extra
+  for extra in "$(dirname "$nibble")/../tests/test_gpu" "$(dirname "$nibble")/../bench/cuda_gemv_bench"; do
+    [[ -x $extra ]] && cp "$extra" "$dest/" && binaries+=("$extra")
+  done
+  ldd "${binaries[@]}" | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
     case $(basename "$lib") in
       libc.so.*|libm.so.*|libdl.so.*|librt.so.*|libpthread.so.*|ld-linux*) ;;
       libcudart.so.*|libcublas.so.*|libcublasLt.so.*|libcuda.so.*) ;;
@@ -46,6 +53,12 @@ EOF
   git -C "$root" rev-parse HEAD > "$dest/COMMIT" 2>/dev/null || true
   echo "bundle in $dest: $(du -sh "$dest" | cut -f1), $(ls "$dest/lib" | wc -l) libraries," \
        "CUDA $(ldd "$nibble" | grep -q libcudart && echo yes || echo no)"
+}
+
+# bundle_library_path DIR: LD_LIBRARY_PATH for the binaries of bundle DIR (its libraries, then
+# the device's CUDA toolkit, then what was set).
+bundle_library_path() {
+  echo "$(cd "$1" && pwd)/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }
 
 nibble_setup() {

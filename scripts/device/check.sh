@@ -17,7 +17,8 @@
 # copy): fmt and CLI11 (header-only), GoogleTest (static), Highway (shared). Nothing else is
 # vendored.
 #
-# Environment: OUT, NIBBLE_CUDA_ARCHITECTURES, NIBBLE_SYSROOT, JOBS, CHECK_SKIP_SANITIZERS=1,
+# Environment: OUT, NIBBLE_CUDA_ARCHITECTURES, NIBBLE_SYSROOT, JOBS, CHECK_BUNDLE (no build: run
+# the test and benchmark binaries of that bundle, scripts/device/bundle.sh), CHECK_SKIP_SANITIZERS=1,
 # CHECK_BUILD_ONLY=1 (compile here, e.g. on a machine without a GPU), CHECK_PLAIN=1 (plain build),
 # BENCH_ARGS (extra cuda_gemv_bench arguments, e.g. --sweep).
 set -uo pipefail
@@ -92,7 +93,18 @@ have_dev_packages() {
      -f /usr/include/spdlog/spdlog.h ]] && command -v ninja >/dev/null &&
     pkg-config --exists libhwy libpcre2-8 2>/dev/null
 }
-if [[ ${CHECK_PLAIN:-0} != 1 ]] && have_dev_packages; then
+# CHECK_BUNDLE=DIR: the binaries of a bundle (scripts/device/bundle.sh), built elsewhere.
+use_bundle() {
+  [[ -x $CHECK_BUNDLE/test_gpu && -x $CHECK_BUNDLE/cuda_gemv_bench ]] ||
+    { echo "$CHECK_BUNDLE has no test_gpu and cuda_gemv_bench: remake it after a CUDA build"; return 1; }
+  source "$ROOT/scripts/device/bundle.sh"
+  LD_LIBRARY_PATH=$(bundle_library_path "$CHECK_BUNDLE") && export LD_LIBRARY_PATH
+  ln -sf "$(cd "$CHECK_BUNDLE" && pwd)/test_gpu" "$BUILD/test_gpu" &&
+    ln -sf "$(cd "$CHECK_BUNDLE" && pwd)/cuda_gemv_bench" "$BUILD/cuda_gemv_bench"
+}
+if [[ -n ${CHECK_BUNDLE:-} ]]; then
+  use_bundle > "$OUT/build.log" 2>&1
+elif [[ ${CHECK_PLAIN:-0} != 1 ]] && have_dev_packages; then
   build_cmake > "$OUT/build.log" 2>&1
 else
   build_plain > "$OUT/build.log" 2>&1
