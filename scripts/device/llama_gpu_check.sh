@@ -203,7 +203,7 @@ for row in csv.DictReader(lines):
     name = row["Kernel Name"]
     unit = row["Metric Unit"]
     v = float(row["Metric Value"].replace(",", ""))
-    v = v / 1000 if unit == "nsecond" else v * 1000 if unit == "msecond" else v
+    v *= {"ns": 1e-3, "nsecond": 1e-3, "ms": 1e3, "msecond": 1e3}.get(unit, 1.0)  # to us
     total[name] += v
     count[name] += 1
 all_us = sum(total.values())
