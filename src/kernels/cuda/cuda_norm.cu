@@ -10,9 +10,9 @@ using namespace cuda_detail;
 
 // Values a thread holds in registers: rows up to kPerThread x 1024 (hidden 8192 with 1024
 // threads) are read once, and every load of a row is issued before the first is used. A
-// decode step's norm is one block whose time is the latency of its loads: loaded and reused
-// element by element (x, then x again for the output), 4096 values took 4 + 4 dependent L2
-// round trips.
+// decode step's norm is one block whose time is the latency of its loads; read element by
+// element in a loop that also stores x (so the compiler may not batch the loads), and x read
+// again for the output, a 4096-value row waited for 8 loads in turn.
 constexpr int kPerThread = 8;
 
 __global__ void rms_norm_kernel(RmsNormLaunch p) {
