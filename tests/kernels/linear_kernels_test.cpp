@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 #include <hwy/targets.h>
 
+#include <cstdio>
+#include <cstring>
 #include <limits>
 
+#include "kernels/cpu/cpu_avx2_w4a8.h"
 #include "kernels/cpu/cpu_simd.h"
 #include "kernels/linear_harness.h"
 #include "kernels/registry.h"
@@ -43,6 +46,47 @@ INSTANTIATE_TEST_SUITE_P(Grid, CpuKernelVsRef, ::testing::ValuesIn(cpu_cases()),
                            return info.param.kernel + "_" + test::linear_case_name(info.param.shape);
                          });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CpuKernelVsRef);
+
+// cpu_vnni_w4a8 sums the same integer products as cpu_avx2_w4a8 with another instruction
+// (vpdpbusd, in each encoding this CPU runs), over the same prepared layout: its outputs must
+// be the AVX2 kernel's to the bit.
+TEST(CpuVnniW4a8, EachEncodingGivesTheAvx2KernelsBits) {
+  const LinearKernel* avx2 = KernelRegistry::builtin().find("cpu_avx2_w4a8");
+  ASSERT_NE(avx2, nullptr);
+  const Check avx2_ok = avx2->is_supported(cpu_device_info());
+  if (!avx2_ok.ok) GTEST_SKIP() << "cpu_avx2_w4a8: " << avx2_ok.reason;
+  const uint64_t seed = test::linear_test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  const test::LinearCase cases[] = {{7, 172, 1, true}, {64, 2880, 5, false}, {2880, 4096, 8, true},
+                                    {5120, 32, 64, false},
+                                    {100, 320, 333, true, ActivationFormat::bf16, OutputFormat::bf16}};
+  size_t ran = 0;
+  for (const auto& [encoding, what] : {std::pair{VnniEncoding::vex, "VEX"}, std::pair{VnniEncoding::evex, "EVEX"}}) {
+    const auto vnni = make_cpu_vnni_w4a8_kernel(encoding);
+    const Check supported = vnni->is_supported(cpu_device_info());
+    if (!supported.ok) {
+      std::printf("[  SKIPPED ] the %s form: %s\n", what, supported.reason.c_str());
+      continue;
+    }
+    SCOPED_TRACE(what);
+    EXPECT_EQ(vnni->layout_id(), avx2->layout_id());
+    for (const test::LinearCase& c : cases) {
+      SCOPED_TRACE(test::linear_case_name(c));
+      const test::RandomLinear r = test::make_random_linear(c, seed);
+      const size_t out_bytes = c.m * c.n * test::output_bytes(c.output);
+      std::vector<uint8_t> want(out_bytes, 0xff), got(out_bytes, 0x00);
+      for (auto [kernel, out] : {std::pair<const LinearKernel*, std::vector<uint8_t>*>{avx2, &want},
+                                 std::pair<const LinearKernel*, std::vector<uint8_t>*>{vnni.get(), &got}}) {
+        const auto prepared = kernel->prepare(r.desc, r.weights(), r.bias.empty() ? nullptr : r.bias.data());
+        kernel->apply(r.desc, *prepared, ActivationView{r.act.data(), c.m, c.activation},
+                      OutputView{out->data(), c.output}, nullptr);
+      }
+      EXPECT_EQ(std::memcmp(want.data(), got.data(), out_bytes), 0);
+    }
+    ++ran;
+  }
+  if (ran == 0) GTEST_SKIP() << "this CPU runs neither form of vpdpbusd";
+}
 
 // cpu_simd's code differs per target (16-lane permute, 8-lane permute + sign, scalar table;
 // register tiles 12, 6 or 4 rows): run each target this CPU supports, not only the best.

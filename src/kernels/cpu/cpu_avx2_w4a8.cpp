@@ -1,7 +1,9 @@
-// cpu_avx2_w4a8: see cpu_avx2_w4a8.h for the arithmetic, the prepared layout and the work split.
+// cpu_avx2_w4a8 and cpu_vnni_w4a8: see cpu_avx2_w4a8.h for the arithmetic, the prepared layout
+// and the work split.
 //
-// Only the functions marked NIBBLE_AVX2 use AVX2 instructions; everything else is baseline
-// x86-64, so the kernel object can be registered and asked is_supported() on any x86 CPU.
+// Only the functions marked NIBBLE_AVX2 use AVX2 instructions (and vpdpbusd, in inline assembly,
+// where the kernel is cpu_vnni_w4a8); everything else is baseline x86-64, so both kernel
+// objects can be registered and asked is_supported() on any x86 CPU.
 #include "kernels/cpu/cpu_avx2_w4a8.h"
 
 #include <fmt/format.h>
@@ -11,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "base/error.h"
@@ -91,8 +94,51 @@ NIBBLE_AVX2 inline __m256i broadcast_quad(const int8_t* p) {
   return _mm256_set1_epi32(quad);
 }
 
+// How a block's 8 x 32 byte products are summed into int32 lanes: vpmaddubsw + vpmaddwd
+// (AVX2), or vpdpbusd, one instruction per 4 bytes a lane (AVX-VNNI's VEX form, or AVX512-VNNI's
+// EVEX form on 256-bit registers). Both sums are exact, so the kernels agree to the bit.
+enum class DotInstr { maddubs, vpdpbusd_vex, vpdpbusd_evex };
+
+// acc + the 4-byte dot products of u8 (unsigned) and s8 (signed), per int32 lane. Inline
+// assembly, so that this file needs no VNNI target: the kernel calls it only where the CPU has it.
+template <DotInstr kDot>
+NIBBLE_AVX2 inline __m256i dpbusd(__m256i acc, __m256i u8, __m256i s8) {
+  if constexpr (kDot == DotInstr::vpdpbusd_vex)
+    asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u8), "x"(s8));
+  else
+    asm("vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u8), "x"(s8));
+  return acc;
+}
+
+// The exact int32 dot products of a block's 8 rows (lo[j]: quad j, hi[j]: quad j + 4, offset
+// codes) with the activation codes a[0..31].
+template <DotInstr kDot>
+NIBBLE_AVX2 inline __m256i block_dot(const __m256i* lo, const __m256i* hi, const int8_t* a) {
+  if constexpr (kDot == DotInstr::maddubs) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    // Four quads per 16-bit sum: |4 * 2 * 24 * 127| = 24384 < 32767, no saturation.
+    __m256i s0 = _mm256_maddubs_epi16(lo[0], broadcast_quad(a + 0));
+    s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[1], broadcast_quad(a + 4)));
+    s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[2], broadcast_quad(a + 8)));
+    s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[3], broadcast_quad(a + 12)));
+    __m256i s1 = _mm256_maddubs_epi16(hi[0], broadcast_quad(a + 16));
+    s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[1], broadcast_quad(a + 20)));
+    s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[2], broadcast_quad(a + 24)));
+    s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[3], broadcast_quad(a + 28)));
+    return _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones));
+  } else {
+    // Two chains, so that a row's 8 dependent vpdpbusd are 4 deep.
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    for (size_t j = 0; j < 4; ++j) {
+      s0 = dpbusd<kDot>(s0, lo[j], broadcast_quad(a + 4 * j));
+      s1 = dpbusd<kDot>(s1, hi[j], broadcast_quad(a + 16 + 4 * j));
+    }
+    return _mm256_add_epi32(s0, s1);
+  }
+}
+
 // acc[m] = the F32 sums of panel `panel`'s 8 rows against activation rows m0 .. m0 + MM - 1.
-template <size_t MM>
+template <size_t MM, DotInstr kDot>
 NIBBLE_AVX2 void panel_dot(const Problem& p, size_t panel, size_t m0, __m256* acc) {
   const __m256i table = _mm256_setr_epi8(
       offset_code(0), offset_code(1), offset_code(2), offset_code(3), offset_code(4),
@@ -103,7 +149,6 @@ NIBBLE_AVX2 void panel_dot(const Problem& p, size_t panel, size_t m0, __m256* ac
       offset_code(9), offset_code(10), offset_code(11), offset_code(12), offset_code(13),
       offset_code(14), offset_code(15));
   const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
-  const __m256i ones = _mm256_set1_epi16(1);
   const uint8_t* codes = p.codes + panel * p.blocks * kCodeBytes;
   const uint8_t* scales = p.scales + panel * p.blocks * kPanelRows;
   const size_t stride = p.blocks * kMxfp4BlockSize;
@@ -126,17 +171,8 @@ NIBBLE_AVX2 void panel_dot(const Problem& p, size_t panel, size_t m0, __m256* ac
     for (size_t m = 0; m < MM; ++m) {
       const size_t row = m0 + m;
       const int8_t* a = p.act_codes + row * stride + b * kMxfp4BlockSize;
-      // Four quads per 16-bit sum: |4 * 2 * 24 * 127| = 24384 < 32767, no saturation.
-      __m256i s0 = _mm256_maddubs_epi16(lo[0], broadcast_quad(a + 0));
-      s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[1], broadcast_quad(a + 4)));
-      s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[2], broadcast_quad(a + 8)));
-      s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[3], broadcast_quad(a + 12)));
-      __m256i s1 = _mm256_maddubs_epi16(hi[0], broadcast_quad(a + 16));
-      s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[1], broadcast_quad(a + 20)));
-      s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[2], broadcast_quad(a + 24)));
-      s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[3], broadcast_quad(a + 28)));
-      __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones));
-      dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(p.act_offsets[row * p.blocks + b]));
+      const __m256i dot = _mm256_sub_epi32(block_dot<kDot>(lo, hi, a),
+                                           _mm256_set1_epi32(p.act_offsets[row * p.blocks + b]));
       const __m256 scale = _mm256_mul_ps(w_scale, _mm256_set1_ps(p.act_scales[row * p.blocks + b]));
       acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[m]);
     }
@@ -155,32 +191,33 @@ NIBBLE_AVX2 void write_panel(const Problem& p, size_t panel, size_t m0, size_t m
   }
 }
 
-template <size_t MM>
+template <size_t MM, DotInstr kDot>
 NIBBLE_AVX2 void panels_times_chunk(const Problem& p, size_t first_panel, size_t end_panel, size_t m0) {
   __m256 acc[MM];
   for (size_t panel = first_panel; panel < end_panel; ++panel) {
     if (panel * kPanelRows >= p.n) break;
-    panel_dot<MM>(p, panel, m0, acc);
+    panel_dot<MM, kDot>(p, panel, m0, acc);
     write_panel(p, panel, m0, MM, acc);
   }
 }
 
 // Units [begin, end) of (panel group, chunk of 8 activation rows), group-major: consecutive
 // units of one thread reuse the group's codes from L2.
+template <DotInstr kDot>
 NIBBLE_AVX2 void run_units(const Problem& p, size_t group_panels, size_t chunks, size_t begin, size_t end) {
   for (size_t u = begin; u < end; ++u) {
     const size_t first_panel = u / chunks * group_panels;
     const size_t end_panel = std::min(p.panels, first_panel + group_panels);
     const size_t m0 = u % chunks * kChunkRows;
     switch (std::min(kChunkRows, p.m - m0)) {
-      case 1: panels_times_chunk<1>(p, first_panel, end_panel, m0); break;
-      case 2: panels_times_chunk<2>(p, first_panel, end_panel, m0); break;
-      case 3: panels_times_chunk<3>(p, first_panel, end_panel, m0); break;
-      case 4: panels_times_chunk<4>(p, first_panel, end_panel, m0); break;
-      case 5: panels_times_chunk<5>(p, first_panel, end_panel, m0); break;
-      case 6: panels_times_chunk<6>(p, first_panel, end_panel, m0); break;
-      case 7: panels_times_chunk<7>(p, first_panel, end_panel, m0); break;
-      default: panels_times_chunk<8>(p, first_panel, end_panel, m0); break;
+      case 1: panels_times_chunk<1, kDot>(p, first_panel, end_panel, m0); break;
+      case 2: panels_times_chunk<2, kDot>(p, first_panel, end_panel, m0); break;
+      case 3: panels_times_chunk<3, kDot>(p, first_panel, end_panel, m0); break;
+      case 4: panels_times_chunk<4, kDot>(p, first_panel, end_panel, m0); break;
+      case 5: panels_times_chunk<5, kDot>(p, first_panel, end_panel, m0); break;
+      case 6: panels_times_chunk<6, kDot>(p, first_panel, end_panel, m0); break;
+      case 7: panels_times_chunk<7, kDot>(p, first_panel, end_panel, m0); break;
+      default: panels_times_chunk<8, kDot>(p, first_panel, end_panel, m0); break;
     }
   }
 }
@@ -261,6 +298,16 @@ NIBBLE_AVX2 void quantize_activations(const void* act, ActivationFormat format, 
 
 bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
+// The vpdpbusd form `encoding` asks for, if this CPU runs it on 256-bit registers.
+std::optional<DotInstr> cpu_vpdpbusd(VnniEncoding encoding) {
+  const bool vex = __builtin_cpu_supports("avxvnni");
+  const bool evex = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+  if (!cpu_has_avx2_fma()) return std::nullopt;
+  if (vex && encoding != VnniEncoding::evex) return DotInstr::vpdpbusd_vex;
+  if (evex && encoding != VnniEncoding::vex) return DotInstr::vpdpbusd_evex;
+  return std::nullopt;
+}
+
 #endif  // __x86_64__
 
 // Per-thread scratch for the quantized activations, grown as needed and kept between calls.
@@ -270,9 +317,12 @@ struct ActivationScratch {
   std::vector<int32_t> offsets;
 };
 
-class CpuAvx2W4a8Kernel final : public LinearKernel {
+// One class for both kernels: the same layout, quantization and work split; a VNNI encoding
+// picks vpdpbusd (cpu_vnni_w4a8) over the AVX2 pair (cpu_avx2_w4a8, vnni_ empty).
+class CpuW4a8Kernel final : public LinearKernel {
  public:
-  std::string_view name() const override { return "cpu_avx2_w4a8"; }
+  explicit CpuW4a8Kernel(std::optional<VnniEncoding> vnni) : vnni_(vnni) {}
+  std::string_view name() const override { return vnni_ ? "cpu_vnni_w4a8" : "cpu_avx2_w4a8"; }
   DeviceKind device_kind() const override { return DeviceKind::cpu; }
   std::string_view layout_id() const override { return "mxfp4_w4a8_panel8"; }
   ActivationRounding activation_rounding() const override { return ActivationRounding::int8_block32; }
@@ -282,9 +332,14 @@ class CpuAvx2W4a8Kernel final : public LinearKernel {
       return Check::no(fmt::format("runs on the CPU, not on {}", device_kind_name(device.kind)));
 #if defined(__x86_64__)
     if (!cpu_has_avx2_fma()) return Check::no("needs an x86-64 CPU with AVX2 and FMA (x86-64-v3); this one has neither");
+    if (vnni_ && !cpu_vpdpbusd(*vnni_))
+      return Check::no(*vnni_ == VnniEncoding::vex    ? "needs an x86-64 CPU with AVX-VNNI (vpdpbusd, VEX form)"
+                       : *vnni_ == VnniEncoding::evex ? "needs an x86-64 CPU with AVX512-VNNI and AVX512-VL (vpdpbusd, EVEX form)"
+                                                      : "needs an x86-64 CPU with AVX-VNNI, or AVX512-VNNI and AVX512-VL (vpdpbusd); this one has neither");
     return Check::yes();
 #else
-    return Check::no("needs an x86-64 CPU with AVX2; this build is not for x86-64");
+    return Check::no(fmt::format("needs an x86-64 CPU with AVX2{}; this build is not for x86-64",
+                                 vnni_ ? " and VNNI" : ""));
 #endif
   }
 
@@ -344,7 +399,9 @@ class CpuAvx2W4a8Kernel final : public LinearKernel {
       return;
     }
 #if defined(__x86_64__)
-    NIBBLE_CHECK(cpu_has_avx2_fma(), "cpu_avx2_w4a8 called on a CPU without AVX2 and FMA");
+    NIBBLE_CHECK(cpu_has_avx2_fma(), "{} called on a CPU without AVX2 and FMA", name());
+    const std::optional<DotInstr> dot = vnni_ ? cpu_vpdpbusd(*vnni_) : DotInstr::maddubs;
+    NIBBLE_CHECK(dot.has_value(), "{} called on a CPU without VNNI", name());
     thread_local ActivationScratch scratch;
     scratch.codes.resize(act.m * w.blocks * kMxfp4BlockSize);
     scratch.scales.resize(act.m * w.blocks);
@@ -367,17 +424,26 @@ class CpuAvx2W4a8Kernel final : public LinearKernel {
     const size_t group_panels =
         chunks == 1 ? 1 : std::max<size_t>(1, kGroupCodeBytes / (w.blocks * (kCodeBytes + kPanelRows)));
     const size_t groups = (w.panels + group_panels - 1) / group_panels;
+    const auto units = *dot == DotInstr::maddubs        ? run_units<DotInstr::maddubs>
+                       : *dot == DotInstr::vpdpbusd_vex ? run_units<DotInstr::vpdpbusd_vex>
+                                                        : run_units<DotInstr::vpdpbusd_evex>;
     pool.parallel_for(groups * chunks, 1, [&](size_t begin, size_t end, size_t) {
-      run_units(p, group_panels, chunks, begin, end);
+      units(p, group_panels, chunks, begin, end);
     });
 #else
-    NIBBLE_THROW("cpu_avx2_w4a8 is not built for this CPU architecture");
+    NIBBLE_THROW("{} is not built for this CPU architecture", name());
 #endif
   }
+
+ private:
+  std::optional<VnniEncoding> vnni_;
 };
 
 }  // namespace
 
-std::unique_ptr<LinearKernel> make_cpu_avx2_w4a8_kernel() { return std::make_unique<CpuAvx2W4a8Kernel>(); }
+std::unique_ptr<LinearKernel> make_cpu_avx2_w4a8_kernel() { return std::make_unique<CpuW4a8Kernel>(std::nullopt); }
+std::unique_ptr<LinearKernel> make_cpu_vnni_w4a8_kernel(VnniEncoding encoding) {
+  return std::make_unique<CpuW4a8Kernel>(encoding);
+}
 
 }  // namespace nibble

@@ -43,5 +43,12 @@
 namespace nibble {
 
 std::unique_ptr<LinearKernel> make_cpu_avx2_w4a8_kernel();
+// The same kernel with vpdpbusd (one instruction per 4 byte products and lane, where AVX2 takes
+// vpmaddubsw + vpmaddwd + adds): x86-64 CPUs with AVX-VNNI (the VEX form) or AVX512-VNNI and
+// AVX512-VL (the EVEX form on 256-bit registers). Its results are the AVX2 kernel's to the bit;
+// the prepared layout is the same. `encoding` picks the form (best: VEX where the CPU has it,
+// else EVEX); the registry's kernel takes the best, tests force each one.
+enum class VnniEncoding { best, vex, evex };
+std::unique_ptr<LinearKernel> make_cpu_vnni_w4a8_kernel(VnniEncoding encoding = VnniEncoding::best);
 
 }  // namespace nibble
