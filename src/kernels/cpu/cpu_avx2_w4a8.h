@@ -1,6 +1,7 @@
 // cpu_avx2_w4a8: MXFP4 weights x int8 activations on x86-64 CPUs with AVX2 (x86-64-v3),
-// integer dot products. The fastest CPU kernel where it runs; cpu_simd (F32 arithmetic, no
-// rounding of the activations) stays available by name (--mxfp4-kernel cpu_simd).
+// integer dot products; cpu_vnni_w4a8 is the same kernel with vpdpbusd where the CPU has VNNI
+// (below). The fastest CPU kernels where they run; cpu_simd (F32 arithmetic, no rounding of
+// the activations) stays available by name (--mxfp4-kernel cpu_simd).
 //
 // Arithmetic. Each call quantizes its activations per 32-element block to int8 with an F32
 // scale (amax / 127, round half to even; ActivationRounding::int8_block32 states it to the
@@ -30,7 +31,8 @@
 // one layout, so a layer holds one prepared copy.
 //
 // Work. A panel's 8 rows are accumulated against up to 8 activation rows at once: each
-// 32-byte load is decoded once (two vpshufb table lookups) and multiplied into every row.
+// 32-byte load is decoded once (two vpshufb table lookups) and multiplied into every row
+// (per row and block: 8 vpmaddubsw + 6 adds + 2 vpmaddwd with AVX2, 8 vpdpbusd with VNNI).
 // M = 1..8 streams the weights once. Larger M runs in chunks of 8 rows over groups of panels
 // small enough to stay in L2 (256 KB of codes), so the weights are read from memory once and
 // decoded once per chunk, not per row.
