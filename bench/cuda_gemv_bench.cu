@@ -1,9 +1,10 @@
 // cuda_gemv_bench: the MXFP4 decode GEMV (sm80_mxfp4_gemv) against cuBLAS BF16 (cublasLt) and
 // the device's copy bandwidth, measured in one process.
 //
-//   cuda_gemv_bench [--json FILE] [--reps N] [--sweep] [--quick] [--llama]
+//   cuda_gemv_bench [--json FILE] [--reps N] [--sweep] [--quick] [--llama] [--activations f32]
 //
-// Per shape N x K and M in {1, 2, 4, 8}, BF16 activations and BF16 output:
+// Per shape N x K and M in {1, 2, 4, 8}, BF16 activations (ours F32 with --activations f32,
+// the same values) and BF16 output:
 //   - ours: CUDA-graph replays of G launches that rotate through copies of the packed weights
 //     (>= 200 MB in all, so no launch finds its weights in L2); per launch = replay / G;
 //     the median over --reps replays;
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "bench_stats.h"
+#include "format/float16.h"
 #include "kernels/cuda/sm80_mxfp4_gemv.h"
 
 namespace {
@@ -230,7 +232,12 @@ int main(int argc, char** argv) {
   app.add_option("--shape", only, "only the shapes whose name contains this (e.g. down, for a profiler)");
   app.add_flag("--llama", llama,
                "Llama-3-8B's decode products instead (q|k|v and gate|up fused, as the model runs them)");
+  std::string activations = "bf16";
+  app.add_option("--activations", activations, "our activation format (cuBLAS stays BF16)")
+      ->check(CLI::IsMember({"bf16", "f32"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  const bool f32_act = activations == "f32";
+  const size_t act_bytes = f32_act ? 4 : 2;
 
   int device = 0;
   CHECK(cudaGetDevice(&device));
@@ -294,12 +301,17 @@ int main(int argc, char** argv) {
         CHECK(cudaMemcpy(p, host.data(), bf16_bytes, cudaMemcpyHostToDevice));
       }
     }
-    void *act, *out;
+    void *act, *act_ours, *out;
     {
       std::vector<uint16_t> host(8 * s.k);
       for (auto& v : host) v = random_bf16();
+      std::vector<float> host_f32(host.size());
+      for (size_t i = 0; i < host.size(); ++i) host_f32[i] = bf16_to_f32(host[i]);
       CHECK(cudaMalloc(&act, host.size() * 2));
       CHECK(cudaMemcpy(act, host.data(), host.size() * 2, cudaMemcpyHostToDevice));
+      CHECK(cudaMalloc(&act_ours, host.size() * act_bytes));
+      CHECK(cudaMemcpy(act_ours, f32_act ? static_cast<const void*>(host_f32.data()) : host.data(),
+                       host.size() * act_bytes, cudaMemcpyHostToDevice));
       CHECK(cudaMalloc(&out, 8 * s.n * 2));
     }
     const int calls = int(std::max<size_t>(copies, 20));
@@ -311,9 +323,10 @@ int main(int argc, char** argv) {
 
     for (size_t m : ms) {
       GemvLaunch l;
-      l.act = act, l.out = out, l.n = s.n, l.k = s.k, l.m = m;
+      l.act = act_ours, l.out = out, l.n = s.n, l.k = s.k, l.m = m;
       l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
-      l.activation = ActivationFormat::bf16, l.output = OutputFormat::bf16;
+      l.activation = f32_act ? ActivationFormat::f32 : ActivationFormat::bf16;
+      l.output = OutputFormat::bf16;
       l.multiprocessors = prop.multiProcessorCount;
       const auto ours = [&](int tiles, int warps, int team, int act_vector = -1, bool chained = false) {
         GemvLaunch li = l;
@@ -340,13 +353,14 @@ int main(int argc, char** argv) {
       }
       r.cublas_us = lt.best_us(stream, s.n, s.k, m, wb, act, out, std::max(5, reps / 3), calls);
       r.bytes = double(packed.n_pad) / packed.n_pad * (double(s.n) * s.k / 2 + double(s.n) * bpr) +
-                double(m) * s.k * 2 + double(m) * s.n * 2;
+                double(m) * s.k * act_bytes + double(m) * s.n * 2;
       r.floor_us = r.bytes / bw * 1e6;
       results.push_back(r);
     }
     for (size_t c = 0; c < copies; ++c) CHECK(cudaFree(w[c])), CHECK(cudaFree(sc[c]));
     for (auto* p : wb) CHECK(cudaFree(p));
     CHECK(cudaFree(act));
+    CHECK(cudaFree(act_ours));
     CHECK(cudaFree(out));
   }
 

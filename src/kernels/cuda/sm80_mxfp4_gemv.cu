@@ -19,11 +19,11 @@ using cuda_detail::pdl_wait;
 constexpr int kMaxWarps = int(kGemvMaxWarps);
 // Chunks a warp keeps in flight in registers (the one being decoded plus the rest ahead).
 // The kernel is latency-bound (docs/perf.md): more chunks in flight is faster until registers
-// run out. The H200 measured, BF16 activations, 16 warps: depth 3 (100 registers) ffn 14.1 us,
-// depth 4 (128) 13.4, depth 5 (128, the compiler's schedule gives way) 14.1. F32 activations
-// hold twice the activation registers and already spill a little at 3.
+// run out. The H200 measured, 16 warps, Llama's gate|up 28672x4096 at M = 1: BF16 activations
+// depth 3 23.3 us, depth 4 (128 registers, no spills) 21.7; F32 activations hold twice the
+// activation registers: depth 3 spills (31.4 us), depth 2 does not (27.7).
 template <typename Act>
-constexpr int kPipelineDepth = sizeof(Act) == 2 ? 4 : 3;
+constexpr int kPipelineDepth = sizeof(Act) == 2 ? 4 : 2;
 
 struct Params {
   const uint4* weights;
@@ -112,17 +112,26 @@ struct Chunk {
   uint32_t a[2][kActWords<Act>];    // raw activations (BF16 pairs or F32 bits) per block
 };
 
-// Raw activations of one block, from `row` (the lane's activation row, null for rows >= M,
-// which are zero): 16-byte loads where rows allow (act_vector: rows 16-byte aligned, K x
+// Raw activations of one block from the lane's activation row: with kFullK (K a multiple of
+// the 64-wide chunk, rows 16-byte aligned) always whole 16-byte loads, with no bound checks in
+// the loop; otherwise 16-byte loads where rows allow (act_vector: rows 16-byte aligned, K x
 // element size a multiple of 16) and the run lies inside K, else element by element; zero
 // past K.
-template <typename Act>
+template <typename Act, bool kFullK>
 __device__ __forceinline__ void load_act(const Params& p, const Act* row, int k0,
                                          uint32_t (&a)[kActWords<Act>]) {
+  const Act* src = row + k0;
+  if constexpr (kFullK) {
+#pragma unroll
+    for (int q = 0; q < kActWords<Act> / 4; ++q) {
+      const uint4 v = __ldg(reinterpret_cast<const uint4*>(src) + q);
+      a[4 * q] = v.x, a[4 * q + 1] = v.y, a[4 * q + 2] = v.z, a[4 * q + 3] = v.w;
+    }
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < kActWords<Act>; ++i) a[i] = 0;
-  if (row == nullptr || k0 >= p.k) return;
-  const Act* src = row + k0;
+  if (k0 >= p.k) return;
   if (p.act_vector && k0 + 8 <= p.k) {
 #pragma unroll
     for (int q = 0; q < kActWords<Act> / 4; ++q) {
@@ -246,7 +255,7 @@ constexpr size_t shared_bytes(int warps) { return reduce_bytes<kTiles>(warps) + 
 // group boundaries, through a register pipeline: the loads of chunk i + kDepth - 1 are issued
 // before chunk i is decoded, so they are in flight while it is (and while a group is reduced).
 // The loop is unrolled by kDepth so every pipeline slot is a fixed set of registers.
-template <typename Act, int kTiles, bool kSpecial>
+template <typename Act, int kTiles, bool kSpecial, bool kFullK>
 __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params p) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -271,7 +280,8 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
   uint32_t next_w = first_chunk * 32 + lane;
   int next_index = 0;
   // Weights and scales, which no kernel writes; then the activations, which the kernel before
-  // this one may (the lane's row g; rows >= M are zero).
+  // this one may. The lane's row is g; lanes of rows >= M load row M - 1 instead, so every load
+  // is unconditional: B's columns >= M then hold a copy, and their outputs are never stored.
   const auto load_weights = [&](Chunk<Act, kTiles>& ch) {
 #pragma unroll
     for (int tt = 0; tt < kTiles; ++tt) {
@@ -281,10 +291,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
     }
   };
   const auto load_acts = [&](Chunk<Act, kTiles>& ch, int index) {
-    const Act* row = g < p.m ? static_cast<const Act*>(p.act) + size_t(g) * p.k : nullptr;
+    const Act* row = static_cast<const Act*>(p.act) + size_t(min(g, p.m - 1)) * p.k;
     const int k0 = k_first + index * p.team * 64;
-    load_act<Act>(p, row, k0, ch.a[0]);
-    load_act<Act>(p, row, k0 + 32, ch.a[1]);
+    load_act<Act, kFullK>(p, row, k0, ch.a[0]);
+    load_act<Act, kFullK>(p, row, k0 + 32, ch.a[1]);
   };
   const auto advance = [&] {
     next_w += uint32_t(p.team) * 32;
@@ -320,20 +330,30 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
   }
   float acc[kTiles][4] = {};
   int left = per_group, group = first;  // chunks left in the current group
-  for (int i = 0; i < total; i += kDepth) {
+  // Chunk i + d from slot d, refilled first with chunk i + d + kDepth - 1 when there is one.
+  const auto step = [&](int d, bool refill) {
+    if (refill) load(slot[(d + kDepth - 1) % kDepth]);
+    accumulate_chunk<Act, kTiles, kSpecial>(lane_entry, slot[d], acc);
+    if (--left == 0) {
+      reduce_and_store<kTiles>(p, acc, red, team, group * kTiles);
+#pragma unroll
+      for (int tt = 0; tt < kTiles; ++tt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[tt][r] = 0.0f;
+      left = per_group, group += stride;
+    }
+  };
+  int i = 0;
+  // While every refill of a round exists, the round checks no bounds; the last rounds do.
+  for (; i + 2 * kDepth - 2 < total; i += kDepth) {
+#pragma unroll
+    for (int d = 0; d < kDepth; ++d) step(d, true);
+  }
+  for (; i < total; i += kDepth) {
 #pragma unroll
     for (int d = 0; d < kDepth; ++d) {
       if (i + d >= total) break;
-      if (i + d + kDepth - 1 < total) load(slot[(d + kDepth - 1) % kDepth]);
-      accumulate_chunk<Act, kTiles, kSpecial>(lane_entry, slot[d], acc);
-      if (--left == 0) {
-        reduce_and_store<kTiles>(p, acc, red, team, group * kTiles);
-#pragma unroll
-        for (int tt = 0; tt < kTiles; ++tt)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) acc[tt][r] = 0.0f;
-        left = per_group, group += stride;
-      }
+      step(d, i + d + kDepth - 1 < total);
     }
   }
 }
@@ -345,11 +365,11 @@ struct KernelSlot {
   std::atomic<int> per_sm[kMaxWarps + 1];
 };
 
-template <typename Act, int kTiles, bool kSpecial>
+template <typename Act, int kTiles, bool kSpecial, bool kFullK>
 cudaError_t launch_one(const Params& p, int warps, int multiprocessors, bool chained,
                        cudaStream_t stream) {
   static KernelSlot slot;
-  const auto kernel = mxfp4_gemv_kernel<Act, kTiles, kSpecial>;
+  const auto kernel = mxfp4_gemv_kernel<Act, kTiles, kSpecial, kFullK>;
   const size_t smem = shared_bytes<kTiles>(warps);
   if (slot.opt_in.load() == 0) {
     int device = 0, most = 0;
@@ -376,15 +396,23 @@ cudaError_t launch_one(const Params& p, int warps, int multiprocessors, bool cha
 
 // The instantiated configurations: tiles 2 (the default: two tiles share each activation
 // load, halving the L2 -> SM activation traffic) and 1 (the benchmark's --sweep), each with
-// the fast and the exact scale path.
+// the fast and the exact scale path, and with and without the whole-chunk activation loads.
+template <typename Act, int kTiles>
+cudaError_t launch_tiles(const Params& p, int warps, bool special, bool full_k, int sms, bool chained,
+                         cudaStream_t stream) {
+  if (full_k)
+    return special ? launch_one<Act, kTiles, true, true>(p, warps, sms, chained, stream)
+                   : launch_one<Act, kTiles, false, true>(p, warps, sms, chained, stream);
+  return special ? launch_one<Act, kTiles, true, false>(p, warps, sms, chained, stream)
+                 : launch_one<Act, kTiles, false, false>(p, warps, sms, chained, stream);
+}
+
 template <typename Act>
 cudaError_t launch_for(const Params& p, int tiles, int warps, bool special, int sms, bool chained,
                        cudaStream_t stream) {
-  if (tiles == 2)
-    return special ? launch_one<Act, 2, true>(p, warps, sms, chained, stream)
-                   : launch_one<Act, 2, false>(p, warps, sms, chained, stream);
-  return special ? launch_one<Act, 1, true>(p, warps, sms, chained, stream)
-                 : launch_one<Act, 1, false>(p, warps, sms, chained, stream);
+  const bool full_k = p.act_vector && p.k % int(kGemvChunkK) == 0;
+  return tiles == 2 ? launch_tiles<Act, 2>(p, warps, special, full_k, sms, chained, stream)
+                    : launch_tiles<Act, 1>(p, warps, special, full_k, sms, chained, stream);
 }
 
 bool act_vector_possible(const GemvLaunch& l) {
@@ -451,7 +479,7 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
 int mxfp4_gemv_binary_version() {
   cudaFuncAttributes attr{};
   const cudaError_t status =
-      cudaFuncGetAttributes(&attr, mxfp4_gemv_kernel<__nv_bfloat16, 2, false>);
+      cudaFuncGetAttributes(&attr, mxfp4_gemv_kernel<__nv_bfloat16, 2, false, true>);
   if (status != cudaSuccess) {
     cudaGetLastError();
     return -int(status);
