@@ -117,36 +117,34 @@ struct Chunk {
 // the loop; otherwise 16-byte loads where rows allow (act_vector: rows 16-byte aligned, K x
 // element size a multiple of 16) and the run lies inside K, else element by element; zero
 // past K.
+template <typename Act>
+__device__ __forceinline__ void load_act_vector(const Act* src, uint32_t (&a)[kActWords<Act>]) {
+#pragma unroll
+  for (int q = 0; q < kActWords<Act> / 4; ++q) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(src) + q);
+    a[4 * q] = v.x, a[4 * q + 1] = v.y, a[4 * q + 2] = v.z, a[4 * q + 3] = v.w;
+  }
+}
+
 template <typename Act, bool kFullK>
 __device__ __forceinline__ void load_act(const Params& p, const Act* row, int k0,
                                          uint32_t (&a)[kActWords<Act>]) {
   const Act* src = row + k0;
   if constexpr (kFullK) {
+    load_act_vector<Act>(src, a);
+  } else {
 #pragma unroll
-    for (int q = 0; q < kActWords<Act> / 4; ++q) {
-      const uint4 v = __ldg(reinterpret_cast<const uint4*>(src) + q);
-      a[4 * q] = v.x, a[4 * q + 1] = v.y, a[4 * q + 2] = v.z, a[4 * q + 3] = v.w;
+    for (int i = 0; i < kActWords<Act>; ++i) a[i] = 0;
+    if (k0 >= p.k) return;
+    if (p.act_vector && k0 + 8 <= p.k) return load_act_vector<Act>(src, a);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      if (k0 + i >= p.k) break;
+      if constexpr (sizeof(Act) == 2)
+        a[i / 2] |= uint32_t(__bfloat16_as_ushort(src[i])) << (16 * (i % 2));
+      else
+        a[i] = __float_as_uint(src[i]);
     }
-    return;
-  }
-#pragma unroll
-  for (int i = 0; i < kActWords<Act>; ++i) a[i] = 0;
-  if (k0 >= p.k) return;
-  if (p.act_vector && k0 + 8 <= p.k) {
-#pragma unroll
-    for (int q = 0; q < kActWords<Act> / 4; ++q) {
-      const uint4 v = __ldg(reinterpret_cast<const uint4*>(src) + q);
-      a[4 * q] = v.x, a[4 * q + 1] = v.y, a[4 * q + 2] = v.z, a[4 * q + 3] = v.w;
-    }
-    return;
-  }
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    if (k0 + i >= p.k) break;
-    if constexpr (sizeof(Act) == 2)
-      a[i / 2] |= uint32_t(__bfloat16_as_ushort(src[i])) << (16 * (i % 2));
-    else
-      a[i] = __float_as_uint(src[i]);
   }
 }
 
