@@ -7,7 +7,7 @@
 // decode, about 16 us of FP32 issue on an H100 for 4096x14336 against a 10.7 us memory floor.
 // One mma.sync.m16n8k16 (bf16 in, f32 accumulate) does 16 rows x 16 k x 8 activation rows, so
 // the only per-weight work left on the CUDA cores is the E2M1 decode, and M = 1..8 cost the
-// same (activation rows >= M are zero columns of B).
+// same (B's columns >= M repeat row M - 1 and are never stored).
 //
 // ---- E2M1 decode: a byte table in shared memory ----------------------------------------------
 // Every E2M1 value is exact in BF16, and each packed byte holds two consecutive codes of one row
