@@ -301,17 +301,20 @@ int main(int argc, char** argv) {
         CHECK(cudaMemcpy(p, host.data(), bf16_bytes, cudaMemcpyHostToDevice));
       }
     }
-    void *act, *act_ours, *out;
+    void *act, *out;
+    void* act_ours;  // cuBLAS's BF16 activations, or the same values in F32 for ours
     {
       std::vector<uint16_t> host(8 * s.k);
       for (auto& v : host) v = random_bf16();
-      std::vector<float> host_f32(host.size());
-      for (size_t i = 0; i < host.size(); ++i) host_f32[i] = bf16_to_f32(host[i]);
       CHECK(cudaMalloc(&act, host.size() * 2));
       CHECK(cudaMemcpy(act, host.data(), host.size() * 2, cudaMemcpyHostToDevice));
-      CHECK(cudaMalloc(&act_ours, host.size() * act_bytes));
-      CHECK(cudaMemcpy(act_ours, f32_act ? static_cast<const void*>(host_f32.data()) : host.data(),
-                       host.size() * act_bytes, cudaMemcpyHostToDevice));
+      act_ours = act;
+      if (f32_act) {
+        std::vector<float> host_f32(host.size());
+        for (size_t i = 0; i < host.size(); ++i) host_f32[i] = bf16_to_f32(host[i]);
+        CHECK(cudaMalloc(&act_ours, host_f32.size() * 4));
+        CHECK(cudaMemcpy(act_ours, host_f32.data(), host_f32.size() * 4, cudaMemcpyHostToDevice));
+      }
       CHECK(cudaMalloc(&out, 8 * s.n * 2));
     }
     const int calls = int(std::max<size_t>(copies, 20));
@@ -359,8 +362,8 @@ int main(int argc, char** argv) {
     }
     for (size_t c = 0; c < copies; ++c) CHECK(cudaFree(w[c])), CHECK(cudaFree(sc[c]));
     for (auto* p : wb) CHECK(cudaFree(p));
+    if (act_ours != act) CHECK(cudaFree(act_ours));
     CHECK(cudaFree(act));
-    CHECK(cudaFree(act_ours));
     CHECK(cudaFree(out));
   }
 
