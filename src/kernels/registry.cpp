@@ -95,10 +95,12 @@ const std::string& KernelOverrides::forced_for(LayerClass c) const {
 const KernelRegistry& KernelRegistry::builtin() {
   static const KernelRegistry registry = [] {
     KernelRegistry r;
-    // CPU, best first. cpu_vnni_w4a8 and cpu_avx2_w4a8: integer dot products (vpdpbusd where
-    // the CPU has VNNI, else AVX2's pair; the same results), 1.5-4x cpu_simd (docs/perf.md), at
-    // the price of int8 activations; cpu_simd: F32 arithmetic on every SIMD target.
+    // CPU, best first. cpu_vnni512_w4a8, cpu_vnni_w4a8 and cpu_avx2_w4a8: integer dot products
+    // (vpdpbusd on 512-bit registers where the CPU has AVX-512 VNNI, on 256-bit where it has
+    // a VNNI, else AVX2's pair; the same results), 1.5-4x cpu_simd (docs/perf.md), at the price
+    // of int8 activations; cpu_simd: F32 arithmetic on every SIMD target.
     // cpu_ref stays last: it serves everything, slowly, and is the oracle.
+    r.add(DeviceKind::cpu, make_cpu_vnni_w4a8_kernel(VnniEncoding::evex512));
     r.add(DeviceKind::cpu, make_cpu_vnni_w4a8_kernel());
     r.add(DeviceKind::cpu, make_cpu_avx2_w4a8_kernel());
     r.add(DeviceKind::cpu, make_cpu_simd_kernel());

@@ -47,8 +47,9 @@ INSTANTIATE_TEST_SUITE_P(Grid, CpuKernelVsRef, ::testing::ValuesIn(cpu_cases()),
                          });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CpuKernelVsRef);
 
-// cpu_vnni_w4a8 sums the same integer products as cpu_avx2_w4a8 with another instruction
-// (vpdpbusd, in each encoding this CPU runs), over the same prepared layout: its outputs must
+// cpu_vnni_w4a8 and cpu_vnni512_w4a8 sum the same integer products as cpu_avx2_w4a8 with
+// another instruction (vpdpbusd, in each encoding this CPU runs; 512-bit: two panels per
+// register, a lone last panel on 256 bits), over the same prepared layout: their outputs must
 // be the AVX2 kernel's to the bit.
 TEST(CpuVnniW4a8, EachEncodingGivesTheAvx2KernelsBits) {
   const LinearKernel* avx2 = KernelRegistry::builtin().find("cpu_avx2_w4a8");
@@ -58,10 +59,11 @@ TEST(CpuVnniW4a8, EachEncodingGivesTheAvx2KernelsBits) {
   const uint64_t seed = test::linear_test_seed();
   SCOPED_TRACE(test::seed_trace(seed));
   const test::LinearCase cases[] = {{7, 172, 1, true}, {64, 2880, 5, false}, {2880, 4096, 8, true},
-                                    {5120, 32, 64, false},
+                                    {2881, 2880, 3, true}, {5120, 32, 64, false},
                                     {100, 320, 333, true, ActivationFormat::bf16, OutputFormat::bf16}};
   size_t ran = 0;
-  for (const auto& [encoding, what] : {std::pair{VnniEncoding::vex, "VEX"}, std::pair{VnniEncoding::evex, "EVEX"}}) {
+  for (const auto& [encoding, what] : {std::pair{VnniEncoding::vex, "VEX"}, std::pair{VnniEncoding::evex, "EVEX"},
+                                       std::pair{VnniEncoding::evex512, "EVEX, 512-bit"}}) {
     const auto vnni = make_cpu_vnni_w4a8_kernel(encoding);
     const Check supported = vnni->is_supported(cpu_device_info());
     if (!supported.ok) {

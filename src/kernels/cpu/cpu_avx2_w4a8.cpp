@@ -23,8 +23,14 @@
 #include "format/mxfp4.h"
 
 #if defined(__x86_64__)
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and warn where they are inlined
+// (GCC bug 105593, fixed in 13): the warning is the header's, not this file's.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #define NIBBLE_AVX2 __attribute__((target("avx2,fma")))
+#define NIBBLE_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 #endif
 
 namespace nibble {
@@ -177,6 +183,81 @@ NIBBLE_AVX2 void panel_dot(const Problem& p, size_t panel, size_t m0, __m256* ac
   }
 }
 
+// The 512-bit form (cpu_vnni512_w4a8): two panels per register, rows 8 p .. 8 p + 15, each
+// panel's 32-byte load in one half; one vpdpbusd then does the work of two 256-bit ones, and
+// the activation broadcasts, the offset, the scale and the FMA per row are shared by 16 rows.
+// Per lane the same integer sums and the same F32 operations: the 256-bit kernels' bits.
+NIBBLE_AVX512 inline __m512i load_panel_pair(const uint8_t* first, const uint8_t* second) {
+  return _mm512_inserti64x4(
+      _mm512_castsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(first))),
+      _mm256_load_si256(reinterpret_cast<const __m256i*>(second)), 1);
+}
+
+// decode_scales for 16 E8M0 codes, 8 of each panel.
+NIBBLE_AVX512 inline __m512 decode_scales_pair(const uint8_t* first, const uint8_t* second) {
+  const __m128i codes = _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(first)),
+                                           _mm_loadl_epi64(reinterpret_cast<const __m128i*>(second)));
+  const __m512i s = _mm512_cvtepu8_epi32(codes);
+  __m512i bits = _mm512_slli_epi32(s, 23);
+  bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(s, _mm512_setzero_si512()),
+                               _mm512_set1_epi32(0x00400000));
+  bits = _mm512_mask_mov_epi32(bits, _mm512_cmpeq_epi32_mask(s, _mm512_set1_epi32(255)),
+                               _mm512_set1_epi32(0x7fc00000));
+  return _mm512_castsi512_ps(bits);
+}
+
+NIBBLE_AVX512 inline __m512i broadcast_quad512(const int8_t* p) {
+  int32_t quad;
+  std::memcpy(&quad, p, sizeof quad);
+  return _mm512_set1_epi32(quad);
+}
+
+// acc[m] = the F32 sums of panels `panel` and `panel` + 1 (16 rows) against activation rows
+// m0 .. m0 + MM - 1; block_dot's four chains.
+template <size_t MM>
+NIBBLE_AVX512 void panel_pair_dot(const Problem& p, size_t panel, size_t m0, __m512* acc) {
+  const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(
+      offset_code(0), offset_code(1), offset_code(2), offset_code(3), offset_code(4),
+      offset_code(5), offset_code(6), offset_code(7), offset_code(8), offset_code(9),
+      offset_code(10), offset_code(11), offset_code(12), offset_code(13), offset_code(14),
+      offset_code(15)));
+  const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
+  const uint8_t* codes = p.codes + panel * p.blocks * kCodeBytes;
+  const uint8_t* codes2 = codes + p.blocks * kCodeBytes;
+  const uint8_t* scales = p.scales + panel * p.blocks * kPanelRows;
+  const uint8_t* scales2 = scales + p.blocks * kPanelRows;
+  const size_t stride = p.blocks * kMxfp4BlockSize;
+  for (size_t m = 0; m < MM; ++m) acc[m] = _mm512_setzero_ps();
+
+  for (size_t b = 0; b < p.blocks; ++b) {
+    for (const uint8_t* c : {codes, codes2}) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + (b + kPrefetchBlocks) * kCodeBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + (b + kPrefetchBlocks) * kCodeBytes + 64), _MM_HINT_T0);
+    }
+    _mm_prefetch(reinterpret_cast<const char*>(scales + (b + kPrefetchBlocks) * kPanelRows), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(scales2 + (b + kPrefetchBlocks) * kPanelRows), _MM_HINT_T0);
+    __m512i lo[4], hi[4];
+    for (size_t j = 0; j < 4; ++j) {
+      const __m512i x = load_panel_pair(codes + b * kCodeBytes + 32 * j, codes2 + b * kCodeBytes + 32 * j);
+      lo[j] = _mm512_shuffle_epi8(table, _mm512_and_si512(x, low_nibbles));
+      hi[j] = _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(x, 4), low_nibbles));
+    }
+    const __m512 w_scale = decode_scales_pair(scales + b * kPanelRows, scales2 + b * kPanelRows);
+    for (size_t m = 0; m < MM; ++m) {
+      const size_t row = m0 + m;
+      const int8_t* a = p.act_codes + row * stride + b * kMxfp4BlockSize;
+      __m512i s[4];
+      for (size_t j = 0; j < 4; ++j)
+        s[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[j], broadcast_quad512(a + 4 * j));
+      for (size_t j = 0; j < 4; ++j) s[j] = _mm512_dpbusd_epi32(s[j], hi[j], broadcast_quad512(a + 16 + 4 * j));
+      const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(s[0], s[1]), _mm512_add_epi32(s[2], s[3]));
+      const __m512i dot = _mm512_sub_epi32(sum, _mm512_set1_epi32(p.act_offsets[row * p.blocks + b]));
+      const __m512 scale = _mm512_mul_ps(w_scale, _mm512_set1_ps(p.act_scales[row * p.blocks + b]));
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[m]);
+    }
+  }
+}
+
 // Bias, output format and the ragged last panel.
 NIBBLE_AVX2 void write_panel(const Problem& p, size_t panel, size_t m0, size_t mm, const __m256* acc) {
   const size_t first = panel * kPanelRows;
@@ -199,23 +280,51 @@ NIBBLE_AVX2 void panels_times_chunk(const Problem& p, size_t first_panel, size_t
   }
 }
 
+// Panel pairs where the range has two panels left, the 256-bit EVEX form for a lone last one.
+template <size_t MM>
+NIBBLE_AVX512 void panel_pairs_times_chunk(const Problem& p, size_t first_panel, size_t end_panel,
+                                           size_t m0) {
+  size_t panel = first_panel;
+  for (; panel + 1 < end_panel && (panel + 1) * kPanelRows < p.n; panel += 2) {
+    __m512 acc[MM];
+    panel_pair_dot<MM>(p, panel, m0, acc);
+    __m256 halves[MM];
+    for (size_t m = 0; m < MM; ++m) halves[m] = _mm512_castps512_ps256(acc[m]);
+    write_panel(p, panel, m0, MM, halves);
+    for (size_t m = 0; m < MM; ++m)
+      halves[m] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[m]), 1));
+    write_panel(p, panel + 1, m0, MM, halves);
+  }
+  if (panel < end_panel) panels_times_chunk<MM, DotInstr::vpdpbusd_evex>(p, panel, panel + 1, m0);
+}
+
+// One chunk of MM activation rows over panels [first_panel, end_panel): the 512-bit form for
+// kWide, else the 256-bit kernel of kDot.
+template <size_t MM, DotInstr kDot, bool kWide>
+void chunk_over_panels(const Problem& p, size_t first_panel, size_t end_panel, size_t m0) {
+  if constexpr (kWide)
+    panel_pairs_times_chunk<MM>(p, first_panel, end_panel, m0);
+  else
+    panels_times_chunk<MM, kDot>(p, first_panel, end_panel, m0);
+}
+
 // Units [begin, end) of (panel group, chunk of 8 activation rows), group-major: consecutive
 // units of one thread reuse the group's codes from L2.
-template <DotInstr kDot>
-NIBBLE_AVX2 void run_units(const Problem& p, size_t group_panels, size_t chunks, size_t begin, size_t end) {
+template <DotInstr kDot, bool kWide>
+void run_units(const Problem& p, size_t group_panels, size_t chunks, size_t begin, size_t end) {
   for (size_t u = begin; u < end; ++u) {
     const size_t first_panel = u / chunks * group_panels;
     const size_t end_panel = std::min(p.panels, first_panel + group_panels);
     const size_t m0 = u % chunks * kChunkRows;
     switch (std::min(kChunkRows, p.m - m0)) {
-      case 1: panels_times_chunk<1, kDot>(p, first_panel, end_panel, m0); break;
-      case 2: panels_times_chunk<2, kDot>(p, first_panel, end_panel, m0); break;
-      case 3: panels_times_chunk<3, kDot>(p, first_panel, end_panel, m0); break;
-      case 4: panels_times_chunk<4, kDot>(p, first_panel, end_panel, m0); break;
-      case 5: panels_times_chunk<5, kDot>(p, first_panel, end_panel, m0); break;
-      case 6: panels_times_chunk<6, kDot>(p, first_panel, end_panel, m0); break;
-      case 7: panels_times_chunk<7, kDot>(p, first_panel, end_panel, m0); break;
-      default: panels_times_chunk<8, kDot>(p, first_panel, end_panel, m0); break;
+      case 1: chunk_over_panels<1, kDot, kWide>(p, first_panel, end_panel, m0); break;
+      case 2: chunk_over_panels<2, kDot, kWide>(p, first_panel, end_panel, m0); break;
+      case 3: chunk_over_panels<3, kDot, kWide>(p, first_panel, end_panel, m0); break;
+      case 4: chunk_over_panels<4, kDot, kWide>(p, first_panel, end_panel, m0); break;
+      case 5: chunk_over_panels<5, kDot, kWide>(p, first_panel, end_panel, m0); break;
+      case 6: chunk_over_panels<6, kDot, kWide>(p, first_panel, end_panel, m0); break;
+      case 7: chunk_over_panels<7, kDot, kWide>(p, first_panel, end_panel, m0); break;
+      default: chunk_over_panels<8, kDot, kWide>(p, first_panel, end_panel, m0); break;
     }
   }
 }
@@ -296,11 +405,18 @@ NIBBLE_AVX2 void quantize_activations(const void* act, ActivationFormat format, 
 
 bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
-// The vpdpbusd form `encoding` asks for, if this CPU runs it on 256-bit registers.
+bool cpu_has_avx512_vnni() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}
+
+// The vpdpbusd form `encoding` asks for, if this CPU runs it (evex512: the EVEX instruction on
+// 512-bit registers, the caller's two-panel code; the others on 256-bit registers).
 std::optional<DotInstr> cpu_vpdpbusd(VnniEncoding encoding) {
   const bool vex = __builtin_cpu_supports("avxvnni");
-  const bool evex = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+  const bool evex = cpu_has_avx512_vnni();
   if (!cpu_has_avx2_fma()) return std::nullopt;
+  if (encoding == VnniEncoding::evex512) return evex ? std::optional(DotInstr::vpdpbusd_evex) : std::nullopt;
   if (vex && encoding != VnniEncoding::evex) return DotInstr::vpdpbusd_vex;
   if (evex && encoding != VnniEncoding::vex) return DotInstr::vpdpbusd_evex;
   return std::nullopt;
@@ -315,12 +431,15 @@ struct ActivationScratch {
   std::vector<int32_t> offsets;
 };
 
-// One class for both kernels: the same layout, quantization and work split; a VNNI encoding
-// picks vpdpbusd (cpu_vnni_w4a8) over the AVX2 pair (cpu_avx2_w4a8, vnni_ empty).
+// One class for the three kernels: the same layout, quantization and work split; a VNNI
+// encoding picks vpdpbusd (cpu_vnni_w4a8, cpu_vnni512_w4a8 for evex512) over the AVX2 pair
+// (cpu_avx2_w4a8, vnni_ empty).
 class CpuW4a8Kernel final : public LinearKernel {
  public:
   explicit CpuW4a8Kernel(std::optional<VnniEncoding> vnni) : vnni_(vnni) {}
-  std::string_view name() const override { return vnni_ ? "cpu_vnni_w4a8" : "cpu_avx2_w4a8"; }
+  std::string_view name() const override {
+    return !vnni_ ? "cpu_avx2_w4a8" : *vnni_ == VnniEncoding::evex512 ? "cpu_vnni512_w4a8" : "cpu_vnni_w4a8";
+  }
   DeviceKind device_kind() const override { return DeviceKind::cpu; }
   std::string_view layout_id() const override { return "mxfp4_w4a8_panel8"; }
   ActivationRounding activation_rounding() const override { return ActivationRounding::int8_block32; }
@@ -333,7 +452,9 @@ class CpuW4a8Kernel final : public LinearKernel {
     if (vnni_ && !cpu_vpdpbusd(*vnni_))
       return Check::no(*vnni_ == VnniEncoding::vex    ? "needs an x86-64 CPU with AVX-VNNI (vpdpbusd, VEX form)"
                        : *vnni_ == VnniEncoding::evex ? "needs an x86-64 CPU with AVX512-VNNI and AVX512-VL (vpdpbusd, EVEX form)"
-                                                      : "needs an x86-64 CPU with AVX-VNNI, or AVX512-VNNI and AVX512-VL (vpdpbusd); this one has neither");
+                       : *vnni_ == VnniEncoding::evex512
+                           ? "needs an x86-64 CPU with AVX512-F, -BW, -VL and -VNNI (vpdpbusd on 512-bit registers)"
+                           : "needs an x86-64 CPU with AVX-VNNI, or AVX512-VNNI and AVX512-VL (vpdpbusd); this one has neither");
     return Check::yes();
 #else
     return Check::no(fmt::format("needs an x86-64 CPU with AVX2{}; this build is not for x86-64",
@@ -419,12 +540,15 @@ class CpuW4a8Kernel final : public LinearKernel {
     p.act_offsets = offsets;
 
     const size_t chunks = (act.m + kChunkRows - 1) / kChunkRows;
-    const size_t group_panels =
+    const bool wide = vnni_ == VnniEncoding::evex512;
+    size_t group_panels =
         chunks == 1 ? 1 : std::max<size_t>(1, kGroupCodeBytes / (w.blocks * (kCodeBytes + kPanelRows)));
+    if (wide) group_panels = (group_panels + 1) / 2 * 2;  // whole pairs
     const size_t groups = (w.panels + group_panels - 1) / group_panels;
-    const auto units = *dot == DotInstr::maddubs        ? run_units<DotInstr::maddubs>
-                       : *dot == DotInstr::vpdpbusd_vex ? run_units<DotInstr::vpdpbusd_vex>
-                                                        : run_units<DotInstr::vpdpbusd_evex>;
+    const auto units = wide                             ? run_units<DotInstr::vpdpbusd_evex, true>
+                       : *dot == DotInstr::maddubs      ? run_units<DotInstr::maddubs, false>
+                       : *dot == DotInstr::vpdpbusd_vex ? run_units<DotInstr::vpdpbusd_vex, false>
+                                                        : run_units<DotInstr::vpdpbusd_evex, false>;
     pool.parallel_for(groups * chunks, 1, [&](size_t begin, size_t end, size_t) {
       units(p, group_panels, chunks, begin, end);
     });

@@ -1,6 +1,6 @@
 // cpu_avx2_w4a8: MXFP4 weights x int8 activations on x86-64 CPUs with AVX2 (x86-64-v3),
-// integer dot products; cpu_vnni_w4a8 is the same kernel with vpdpbusd where the CPU has VNNI
-// (below). The fastest CPU kernels where they run; cpu_simd (F32 arithmetic, no rounding of
+// integer dot products; cpu_vnni_w4a8 and cpu_vnni512_w4a8 are the same kernel with vpdpbusd
+// where the CPU has VNNI (below). The fastest CPU kernels where they run; cpu_simd (F32 arithmetic, no rounding of
 // the activations) stays available by name (--mxfp4-kernel cpu_simd).
 //
 // Arithmetic. Each call quantizes its activations per 32-element block to int8 with an F32
@@ -50,7 +50,10 @@ std::unique_ptr<LinearKernel> make_cpu_avx2_w4a8_kernel();
 // AVX512-VL (the EVEX form on 256-bit registers). Its results are the AVX2 kernel's to the bit;
 // the prepared layout is the same. `encoding` picks the form (best: VEX where the CPU has it,
 // else EVEX); the registry's kernel takes the best, tests force each one.
-enum class VnniEncoding { best, vex, evex };
+// evex512 is cpu_vnni512_w4a8: the EVEX form on 512-bit registers (AVX512-F/BW/VL/VNNI), two
+// panels per register, so each vpdpbusd, broadcast, scale and FMA serves 16 weight rows; the
+// same bits again (a lone last panel takes the 256-bit EVEX code).
+enum class VnniEncoding { best, vex, evex, evex512 };
 std::unique_ptr<LinearKernel> make_cpu_vnni_w4a8_kernel(VnniEncoding encoding = VnniEncoding::best);
 
 }  // namespace nibble
