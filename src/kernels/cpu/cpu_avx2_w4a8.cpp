@@ -230,12 +230,16 @@ NIBBLE_AVX512 void panel_pair_dot(const Problem& p, size_t panel, size_t m0, __m
   for (size_t m = 0; m < MM; ++m) acc[m] = _mm512_setzero_ps();
 
   for (size_t b = 0; b < p.blocks; ++b) {
-    for (const uint8_t* c : {codes, codes2}) {
-      _mm_prefetch(reinterpret_cast<const char*>(c + (b + kPrefetchBlocks) * kCodeBytes), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(c + (b + kPrefetchBlocks) * kCodeBytes + 64), _MM_HINT_T0);
+    // Two streams, each running into the next pair near its end: the second panel's into panel
+    // + 2 (the next pair's first), the first panel's jumped to panel + 3 (the next pair's
+    // second), so that both streams of the next pair start prefetched.
+    const size_t ahead = b + kPrefetchBlocks, jump = ahead < p.blocks ? 0 : 2 * p.blocks;
+    for (const uint8_t* c : {codes + jump * kCodeBytes, codes2}) {
+      _mm_prefetch(reinterpret_cast<const char*>(c + ahead * kCodeBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(c + ahead * kCodeBytes + 64), _MM_HINT_T0);
     }
-    _mm_prefetch(reinterpret_cast<const char*>(scales + (b + kPrefetchBlocks) * kPanelRows), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(scales2 + (b + kPrefetchBlocks) * kPanelRows), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(scales + (jump + ahead) * kPanelRows), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(scales2 + ahead * kPanelRows), _MM_HINT_T0);
     __m512i lo[4], hi[4];
     for (size_t j = 0; j < 4; ++j) {
       const __m512i x = load_panel_pair(codes + b * kCodeBytes + 32 * j, codes2 + b * kCodeBytes + 32 * j);
