@@ -413,6 +413,60 @@ INSTANTIATE_TEST_SUITE_P(
                          c.kv_heads, c.head_dim, c.window, c.bf16_out ? "bf16" : "f32");
     });
 
+// Chained (PDL) as in a forward: the kernels just before attention write q and this forward's
+// cache rows (start .. start + tokens - 1) over NaN; the rows before start were written by
+// "earlier forwards" (here: before the stream's work). Attention reads those before its wait
+// and the new rows and q after it: reading either too early shows as NaN or as a difference
+// from the reference.
+TEST(CudaAttentionChained, ReadsThisForwardsRowsAfterTheWait) {
+  NIBBLE_REQUIRE_CUDA();
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng{uint32_t(seed)};
+  cudaStream_t stream = nullptr;
+  NIBBLE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (const size_t tokens : {size_t(1), size_t(5)}) {
+    SCOPED_TRACE(testing::Message() << tokens << " tokens");
+    const size_t start = 100, heads = 32, kv_heads = 8, d = 128, splits = 5;
+    const size_t positions = start + tokens, kv_width = kv_heads * d, fresh = tokens * kv_width;
+    const std::vector<float> q = random_vector(rng, tokens * heads * d);
+    const std::vector<float> k = random_vector(rng, positions * kv_width);
+    const std::vector<float> v = random_vector(rng, positions * kv_width);
+    std::vector<float> want(q.size());
+    attention_ref(q.data(), k.data(), v.data(), tokens, start, heads, kv_heads, d, 0, want.data());
+    const auto tail = [&](const std::vector<float>& rows) {
+      return std::vector<float>(rows.end() - ptrdiff_t(fresh), rows.end());
+    };
+    DeviceVector<float> d_q(std::vector<float>(q.size(), kNan)), d_q_src(q), d_nan(std::vector<float>(q.size(), kNan));
+    DeviceVector<float> d_k(k), d_v(v), d_k_new(tail(k)), d_v_new(tail(v));
+    DeviceVector<float> d_out(std::vector<float>(q.size(), kNan));
+    DeviceVector<float> d_scratch(std::vector<float>(attention_scratch_floats(tokens, heads, splits, d), kNan));
+    DeviceVector<unsigned> d_counters(std::vector<unsigned>(tokens * heads, 0));
+    DeviceVector<int32_t> d_pos(std::vector<int32_t>{int32_t(start)});
+    AttentionLaunch l;
+    l.q = d_q.get(), l.k = d_k.get(), l.v = d_v.get(), l.out = d_out.get();
+    l.out_format = OutputFormat::f32;
+    l.tokens = tokens, l.position = d_pos.get(), l.heads = heads, l.kv_heads = kv_heads;
+    l.head_dim = d, l.scale = 1.0f / std::sqrt(float(d));
+    l.splits = splits, l.scratch = d_scratch.get(), l.counters = d_counters.get();
+    for (int round = 0; round < 10; ++round) {
+      SCOPED_TRACE(testing::Message() << "round " << round);
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(d_k.get() + start * kv_width, 0xff, fresh * 4, stream));
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(d_v.get() + start * kv_width, 0xff, fresh * 4, stream));
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(d_out.get(), 0xff, q.size() * 4, stream));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_k_new.get(), 1, 1, fresh, nullptr, d_k.get() + start * kv_width, stream));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_v_new.get(), 1, 1, fresh, nullptr, d_v.get() + start * kv_width, stream));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_q_src.get(), 1, 1, q.size(), nullptr, d_q.get(), stream));
+      NIBBLE_CUDA_CHECK(cuda_attention(l, stream));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_nan.get(), 1, 1, q.size(), nullptr, d_q.get(), stream));
+      NIBBLE_CUDA_CHECK(cudaStreamSynchronize(stream));
+      expect_close(d_out.to_host(), want, kF32MaxRel, kF32Nmse, "out");
+      if (HasFailure()) break;
+    }
+  }
+  NIBBLE_CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
 TEST(CudaAttentionRefusals, HeadDimAndGroupsAreChecked) {
   AttentionLaunch l;
   float dummy = 0;

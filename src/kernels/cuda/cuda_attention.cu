@@ -1,5 +1,6 @@
 // The device side of cuda_attention.h (the work split is described there).
 #include <cfloat>
+#include <cstdint>
 
 #include "kernels/cuda/cuda_attention.h"
 #include "kernels/cuda/cuda_common.cuh"
@@ -22,16 +23,52 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   __shared__ float s_acc[kWarps][kAttentionMaxHeadDim];
   __shared__ float s_max[kWarps], s_sum[kWarps];
   pdl_launch_dependents();
-  pdl_wait();  // chained launches (cuda_launch.cuh): nothing is read or written before
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const size_t h = blockIdx.x, t = blockIdx.y, d = p.head_dim;
   const size_t kvh = h / (p.heads / p.kv_heads), kv_width = p.kv_heads * d;
-  const size_t pos = size_t(*p.position) + t;
+  const size_t start = size_t(*p.position), pos = start + t;
   const size_t visible_from = p.window && pos + 1 > p.window ? pos + 1 - p.window : 0;
   // This block's share of the visible positions (all of them when splits = 1): [first, last].
   const size_t span = (pos + 1 - visible_from + p.splits - 1) / p.splits;
   const size_t first = visible_from + blockIdx.z * span;
   const size_t last = pos < first + span - 1 ? pos : first + span - 1;  // first > last: none
+
+  // The key and value rows of a trip, in registers. Rows j < start (the step's first
+  // position) were written by earlier forwards, which completed before this one began (the
+  // position too is written before the first kernel), so the first trip's are loaded before
+  // the wait: a decode step's cache reads then overlap the kernels before this one. The rows
+  // this forward writes (start .. start + tokens - 1) are read after it.
+  float kr[kBatch][kPerLane] = {}, vr[kBatch][kPerLane] = {};
+  const auto load_rows = [&](size_t j0, size_t below) {
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const size_t j = j0 + b;
+      const bool take = j <= last && j < below;
+      const float* kj = p.k + j * kv_width + kvh * d;
+      const float* vj = p.v + j * kv_width + kvh * d;
+#pragma unroll
+      for (int r = 0; r < kPerLane; ++r) {
+        const size_t i = size_t(lane + 32 * r);
+        if (take && i < d) kr[b][r] = kj[i], vr[b][r] = vj[i];
+      }
+    }
+  };
+  size_t j0 = first + size_t(warp) * kBatch;
+  if (j0 <= last) load_rows(j0, start);
+  pdl_wait();  // chained launches (cuda_launch.cuh): q and this forward's rows after it
+  if (j0 <= last && j0 + kBatch > start) {  // the trip reaches this forward's own rows
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const size_t j = j0 + b;
+      const float* kj = p.k + j * kv_width + kvh * d;
+      const float* vj = p.v + j * kv_width + kvh * d;
+#pragma unroll
+      for (int r = 0; r < kPerLane; ++r) {
+        const size_t i = size_t(lane + 32 * r);
+        if (j >= start && j <= last && i < d) kr[b][r] = kj[i], vr[b][r] = vj[i];
+      }
+    }
+  }
 
   const float* q = p.q + (t * p.heads + h) * d;
   float qr[kPerLane], acc[kPerLane];
@@ -45,18 +82,18 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   // NOTES: j0 <= last, so position j0 of every trip is valid and m_new below is finite; a
   // position past last scores -inf (weight 0). Validity is the same on every lane of the warp,
   // so the shuffles of warp_sum are never divergent.
-  for (size_t j0 = first + size_t(warp) * kBatch; j0 <= last; j0 += size_t(kWarps) * kBatch) {
+  for (bool first_trip = true; j0 <= last; j0 += size_t(kWarps) * kBatch, first_trip = false) {
+    if (!first_trip) load_rows(j0, SIZE_MAX);
     float s[kBatch];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const size_t j = j0 + b;
       float dot = 0.0f;
       if (j <= last) {
-        const float* kj = p.k + j * kv_width + kvh * d;
 #pragma unroll
         for (int r = 0; r < kPerLane; ++r) {
           const size_t i = size_t(lane + 32 * r);
-          if (i < d) dot += qr[r] * kj[i];
+          if (i < d) dot += qr[r] * kr[b][r];
         }
       }
       s[b] = j <= last ? warp_sum(dot) * p.scale : -INFINITY;
@@ -74,11 +111,10 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
       if (j > last) continue;
       const float w = expf(s[b] - m_new);
       l += w;
-      const float* vj = p.v + j * kv_width + kvh * d;
 #pragma unroll
       for (int r = 0; r < kPerLane; ++r) {
         const size_t i = size_t(lane + 32 * r);
-        if (i < d) acc[r] += w * vj[i];
+        if (i < d) acc[r] += w * vr[b][r];
       }
     }
     m = m_new;

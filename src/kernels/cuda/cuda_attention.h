@@ -19,6 +19,11 @@
 // shared memory; with splits > 1 each block leaves its (m, l, sum) in `scratch`, and the last
 // block of a (head, token) to finish (a counter per row) merges the splits and writes out.
 // head_dim <= 256.
+//
+// Chained (cuda_launch.cuh), the first trip's key and value rows before *position (the step's
+// first position) are loaded before the wait: earlier forwards wrote them, and the position is
+// written before a forward's first kernel. Those reads then overlap the kernels before this
+// one. Rows from *position on (written by this forward's RoPE kernel) and q are read after it.
 #pragma once
 
 #include <cuda_runtime.h>
