@@ -39,11 +39,12 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   // the wait: a decode step's cache reads then overlap the kernels before this one. The rows
   // this forward writes (start .. start + tokens - 1) are read after it.
   float kr[kBatch][kPerLane] = {}, vr[kBatch][kPerLane] = {};
-  const auto load_rows = [&](size_t j0, size_t below) {
+  // Rows j0 .. j0 + kBatch - 1 of a trip that lie in [from, below) and are visible (<= last).
+  const auto load_rows = [&](size_t j0, size_t from, size_t below) {
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const size_t j = j0 + b;
-      const bool take = j <= last && j < below;
+      const bool take = j <= last && j >= from && j < below;
       const float* kj = p.k + j * kv_width + kvh * d;
       const float* vj = p.v + j * kv_width + kvh * d;
 #pragma unroll
@@ -54,21 +55,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
     }
   };
   size_t j0 = first + size_t(warp) * kBatch;
-  if (j0 <= last) load_rows(j0, start);
+  if (j0 <= last) load_rows(j0, 0, start);
   pdl_wait();  // chained launches (cuda_launch.cuh): q and this forward's rows after it
-  if (j0 <= last && j0 + kBatch > start) {  // the trip reaches this forward's own rows
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const size_t j = j0 + b;
-      const float* kj = p.k + j * kv_width + kvh * d;
-      const float* vj = p.v + j * kv_width + kvh * d;
-#pragma unroll
-      for (int r = 0; r < kPerLane; ++r) {
-        const size_t i = size_t(lane + 32 * r);
-        if (j >= start && j <= last && i < d) kr[b][r] = kj[i], vr[b][r] = vj[i];
-      }
-    }
-  }
+  if (j0 <= last && j0 + kBatch > start) load_rows(j0, start, SIZE_MAX);
 
   const float* q = p.q + (t * p.heads + h) * d;
   float qr[kPerLane], acc[kPerLane];
@@ -83,7 +72,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   // position past last scores -inf (weight 0). Validity is the same on every lane of the warp,
   // so the shuffles of warp_sum are never divergent.
   for (bool first_trip = true; j0 <= last; j0 += size_t(kWarps) * kBatch, first_trip = false) {
-    if (!first_trip) load_rows(j0, SIZE_MAX);
+    if (!first_trip) load_rows(j0, 0, SIZE_MAX);
     float s[kBatch];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
