@@ -6,8 +6,10 @@
 //
 // --kernel: one or more kernels, compared in the same run (default: every CPU kernel this
 // machine supports but cpu_ref, which is the oracle and 10-100x slower).
-// Each thread count runs in a child process (NIBBLE_THREADS=t; the thread pool is sized once
-// per process), which measures its own read bandwidth first. Weights are "cold": the MXFP4
+// Each (thread count, shape) runs in a child process (NIBBLE_THREADS=t; the thread pool is
+// sized once per process), which measures its own read bandwidth first: a shape measured after
+// others in one process ran ~12 % slower at M = 1 (docs/perf.md), so no point inherits
+// another's memory history. Weights are "cold": the MXFP4
 // layer is prepared into enough copies to pass >= 256 MB and each repetition uses the next
 // copy, so the 32 MB L3 cannot hold them (the F32 baseline's weights are >= 33 MB per copy
 // and rotate through 2 copies). Figures are medians of the repetitions. Output: a markdown
@@ -212,11 +214,11 @@ int main(int argc, char** argv) {
       ->delimiter(',')->check(shape_check)->capture_default_str();
   app.add_option("--m", ms, "activation rows, comma-separated")
       ->delimiter(',')->check(bench::positive_integer())->capture_default_str();
-  app.add_option("--threads", thread_counts, "thread counts, comma-separated (one child process each)")
+  app.add_option("--threads", thread_counts, "thread counts, comma-separated (a child process per thread count and shape)")
       ->delimiter(',')->check(bench::positive_integer())->capture_default_str();
   app.add_option("--reps", reps, "repetitions per point (the median is kept)")
       ->check(bench::positive_integer())->capture_default_str();
-  app.add_flag("--child", child, "one thread count's measurement (how the parent runs its children)")
+  app.add_flag("--child", child, "one thread count's and shape's measurement (how the parent runs its children)")
       ->group("");
   CLI11_PARSE(app, argc, argv);
   std::vector<Shape> shapes;
@@ -231,17 +233,17 @@ int main(int argc, char** argv) {
     fmt::print("| kernel | shape NxK | M | threads | us | GB/s weights | % read BW | GFLOP/s | OpenBLAS F32 us | x OpenBLAS |\n");
     fmt::print("|---|---|---|---|---|---|---|---|---|---|\n");
     std::fflush(stdout);
-    for (size_t t : thread_counts) {
-      // OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's idle threads spin 2^4 cycles, not 2^28, before
-      // they sleep, so they do not compete with the kernel timed after them.
-      const std::string cmd = fmt::format("NIBBLE_THREADS={} OPENBLAS_NUM_THREADS={} OPENBLAS_THREAD_TIMEOUT=4 '{}' --child --kernel {} --shapes {} --m {} --reps {}",
-                                          t, t, argv[0], kernel, fmt::join(shape_items, ","),
-                                          fmt::join(ms, ","), reps);
-      if (std::system(cmd.c_str()) != 0) {
-        std::fprintf(stderr, "child for %zu threads failed\n", t);
-        return 1;
+    for (size_t t : thread_counts)
+      for (const std::string& shape : shape_items) {
+        // OPENBLAS_THREAD_TIMEOUT=4: OpenBLAS's idle threads spin 2^4 cycles, not 2^28, before
+        // they sleep, so they do not compete with the kernel timed after them.
+        const std::string cmd = fmt::format("NIBBLE_THREADS={} OPENBLAS_NUM_THREADS={} OPENBLAS_THREAD_TIMEOUT=4 '{}' --child --kernel {} --shapes {} --m {} --reps {}",
+                                            t, t, argv[0], kernel, shape, fmt::join(ms, ","), reps);
+        if (std::system(cmd.c_str()) != 0) {
+          std::fprintf(stderr, "child for %zu threads, shape %s failed\n", t, shape.c_str());
+          return 1;
+        }
       }
-    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cpu_linear_bench: %s\n", e.what());
     return 1;
