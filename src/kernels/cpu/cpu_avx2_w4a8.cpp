@@ -49,6 +49,12 @@ constexpr size_t kPrefetchBlocks = 16;
 
 // 2 * E2M1(code) + 12 for the 16 codes: the vpshufb table of the decode.
 constexpr uint8_t offset_code(size_t code) { return uint8_t(int(2 * kE2M1Values[code]) + kWeightOffset); }
+// Those 16 bytes, as every vpshufb lane of the decode reads them.
+alignas(16) constexpr uint8_t kOffsetCodes[16] = {
+    offset_code(0),  offset_code(1),  offset_code(2),  offset_code(3),
+    offset_code(4),  offset_code(5),  offset_code(6),  offset_code(7),
+    offset_code(8),  offset_code(9),  offset_code(10), offset_code(11),
+    offset_code(12), offset_code(13), offset_code(14), offset_code(15)};
 
 struct W4a8Weights final : PreparedWeights {
   size_t n = 0, k = 0, panels = 0, blocks = 0;
@@ -144,14 +150,8 @@ NIBBLE_AVX2 inline __m256i block_dot(const __m256i* lo, const __m256i* hi, const
 // acc[m] = the F32 sums of panel `panel`'s 8 rows against activation rows m0 .. m0 + MM - 1.
 template <size_t MM, DotInstr kDot>
 NIBBLE_AVX2 void panel_dot(const Problem& p, size_t panel, size_t m0, __m256* acc) {
-  const __m256i table = _mm256_setr_epi8(
-      offset_code(0), offset_code(1), offset_code(2), offset_code(3), offset_code(4),
-      offset_code(5), offset_code(6), offset_code(7), offset_code(8), offset_code(9),
-      offset_code(10), offset_code(11), offset_code(12), offset_code(13), offset_code(14),
-      offset_code(15), offset_code(0), offset_code(1), offset_code(2), offset_code(3),
-      offset_code(4), offset_code(5), offset_code(6), offset_code(7), offset_code(8),
-      offset_code(9), offset_code(10), offset_code(11), offset_code(12), offset_code(13),
-      offset_code(14), offset_code(15));
+  const __m256i table =
+      _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kOffsetCodes)));
   const __m256i low_nibbles = _mm256_set1_epi8(0x0f);
   const uint8_t* codes = p.codes + panel * p.blocks * kCodeBytes;
   const uint8_t* scales = p.scales + panel * p.blocks * kPanelRows;
@@ -216,11 +216,8 @@ NIBBLE_AVX512 inline __m512i broadcast_quad512(const int8_t* p) {
 // m0 .. m0 + MM - 1; block_dot's four chains.
 template <size_t MM>
 NIBBLE_AVX512 void panel_pair_dot(const Problem& p, size_t panel, size_t m0, __m512* acc) {
-  const __m512i table = _mm512_broadcast_i32x4(_mm_setr_epi8(
-      offset_code(0), offset_code(1), offset_code(2), offset_code(3), offset_code(4),
-      offset_code(5), offset_code(6), offset_code(7), offset_code(8), offset_code(9),
-      offset_code(10), offset_code(11), offset_code(12), offset_code(13), offset_code(14),
-      offset_code(15)));
+  const __m512i table =
+      _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kOffsetCodes)));
   const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
   const uint8_t* codes = p.codes + panel * p.blocks * kCodeBytes;
   const uint8_t* codes2 = codes + p.blocks * kCodeBytes;
@@ -289,7 +286,7 @@ template <size_t MM>
 NIBBLE_AVX512 void panel_pairs_times_chunk(const Problem& p, size_t first_panel, size_t end_panel,
                                            size_t m0) {
   size_t panel = first_panel;
-  for (; panel + 1 < end_panel && (panel + 1) * kPanelRows < p.n; panel += 2) {
+  for (; panel + 1 < end_panel; panel += 2) {  // end_panel <= panels: both panels hold rows
     __m512 acc[MM];
     panel_pair_dot<MM>(p, panel, m0, acc);
     __m256 halves[MM];

@@ -1,7 +1,7 @@
 // cpu_avx2_w4a8: MXFP4 weights x int8 activations on x86-64 CPUs with AVX2 (x86-64-v3),
 // integer dot products; cpu_vnni_w4a8 and cpu_vnni512_w4a8 are the same kernel with vpdpbusd
-// where the CPU has VNNI (below). The fastest CPU kernels where they run; cpu_simd (F32 arithmetic, no rounding of
-// the activations) stays available by name (--mxfp4-kernel cpu_simd).
+// where the CPU has VNNI (below). The fastest CPU kernels where they run; cpu_simd (F32
+// arithmetic, no rounding of the activations) stays available by name (--mxfp4-kernel cpu_simd).
 //
 // Arithmetic. Each call quantizes its activations per 32-element block to int8 with an F32
 // scale (amax / 127, round half to even; ActivationRounding::int8_block32 states it to the
