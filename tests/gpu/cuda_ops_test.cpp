@@ -364,9 +364,10 @@ TEST_P(CudaAttention, MatchesCpuReference) {
 
   DeviceVector<float> d_q(q), d_k(k), d_v(v);
   DeviceVector<int32_t> d_pos(std::vector<int32_t>{int32_t(c.start)});
-  // One block per (head, token), then split over positions (flash-decoding): 3 splits, and
-  // 16 (more splits than some windows have positions: empty splits).
-  for (const size_t splits : {size_t(1), size_t(3), size_t(16)}) {
+  // One block per (head, token), then split over positions (flash-decoding) into at most 3,
+  // 16 or 64 runs of >= 32 positions: one run below 33 positions (no merge), up to 47 runs at
+  // 1500 (merges of more than one load batch).
+  for (const size_t splits : {size_t(1), size_t(3), size_t(16), size_t(64)}) {
     SCOPED_TRACE(testing::Message() << splits << " splits");
     DeviceVector<float> d_out32(std::vector<float>(want.size(), kNan));
     DeviceVector<uint16_t> d_out16(std::vector<uint16_t>(want.size(), 0x7fc0));

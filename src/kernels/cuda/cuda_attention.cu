@@ -18,6 +18,9 @@ using namespace cuda_detail;
 constexpr int kWarps = 8;
 constexpr int kBatch = 4;
 constexpr int kPerLane = int(kAttentionMaxHeadDim / 32);
+constexpr size_t kTrip = size_t(kWarps) * kBatch;  // positions a block reads per trip
+// Partial results of a row the merging block loads at once.
+constexpr int kMergeBatch = 8;
 
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch p) {
   __shared__ float s_acc[kWarps][kAttentionMaxHeadDim];
@@ -28,8 +31,13 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   const size_t kvh = h / (p.heads / p.kv_heads), kv_width = p.kv_heads * d;
   const size_t start = size_t(*p.position), pos = start + t;
   const size_t visible_from = p.window && pos + 1 > p.window ? pos + 1 - p.window : 0;
+  // The splits this row uses: one per trip's worth of positions, at most p.splits (a short
+  // context then needs no merge, or a small one). Blocks past them have nothing to do.
+  const size_t visible = pos + 1 - visible_from;
+  const size_t splits = min(p.splits, (visible + kTrip - 1) / kTrip);
+  if (blockIdx.z >= splits) return;
   // This block's share of the visible positions (all of them when splits = 1): [first, last].
-  const size_t span = (pos + 1 - visible_from + p.splits - 1) / p.splits;
+  const size_t span = (visible + splits - 1) / splits;
   const size_t first = visible_from + blockIdx.z * span;
   const size_t last = pos < first + span - 1 ? pos : first + span - 1;  // first > last: none
 
@@ -71,7 +79,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   // NOTES: j0 <= last, so position j0 of every trip is valid and m_new below is finite; a
   // position past last scores -inf (weight 0). Validity is the same on every lane of the warp,
   // so the shuffles of warp_sum are never divergent.
-  for (bool first_trip = true; j0 <= last; j0 += size_t(kWarps) * kBatch, first_trip = false) {
+  for (bool first_trip = true; j0 <= last; j0 += kTrip, first_trip = false) {
     if (!first_trip) load_rows(j0, 0, SIZE_MAX);
     float s[kBatch];
 #pragma unroll
@@ -128,7 +136,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   }
   const bool bf16 = p.out_format == OutputFormat::bf16;
   const size_t row = t * p.heads + h;  // the (token, head) this block works for
-  if (p.splits == 1) {
+  if (splits == 1) {
     const float inv = 1.0f / total;
     for (size_t i = threadIdx.x; i < d; i += blockDim.x) {
       float o = 0.0f;
@@ -139,7 +147,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   }
 
   // Flash-decoding: this split's (max, sum, unnormalized values) to the scratch; the last
-  // split of the row to arrive merges them all and resets the row's counter.
+  // split of the row to arrive merges them all and resets the row's counter. The merge is two
+  // dependent trips to L2: every split's (max, sum) at once, then every split's values at
+  // once (kMergeBatch per load batch), not one trip per split and quantity.
   float* part = p.scratch + (row * p.splits + blockIdx.z) * (d + 2);
   for (size_t i = threadIdx.x; i < d; i += blockDim.x) {
     float o = 0.0f;
@@ -150,25 +160,41 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   __threadfence();
   __syncthreads();
   __shared__ bool s_last;
-  if (threadIdx.x == 0) s_last = atomicAdd(p.counters + row, 1u) == unsigned(p.splits - 1);
+  if (threadIdx.x == 0) s_last = atomicAdd(p.counters + row, 1u) == unsigned(splits - 1);
   __syncthreads();
   if (!s_last) return;
   __threadfence();
   const float* parts = p.scratch + row * p.splits * (d + 2);
-  float merged_max = -INFINITY;
-  for (size_t z = 0; z < p.splits; ++z)
-    if (__ldcg(parts + z * (d + 2) + 1) > 0.0f) merged_max = fmaxf(merged_max, __ldcg(parts + z * (d + 2)));
-  float merged_sum = 0.0f;
-  for (size_t z = 0; z < p.splits; ++z) {
-    const float sum = __ldcg(parts + z * (d + 2) + 1);
-    if (sum > 0.0f) merged_sum += sum * expf(__ldcg(parts + z * (d + 2)) - merged_max);
+  __shared__ float s_part_max[kAttentionMaxSplits], s_part_weight[kAttentionMaxSplits];
+  if (threadIdx.x < splits) {
+    s_part_max[threadIdx.x] = __ldcg(parts + threadIdx.x * (d + 2));
+    s_part_weight[threadIdx.x] = __ldcg(parts + threadIdx.x * (d + 2) + 1);  // its sum, for now
   }
+  __syncthreads();
+  // An empty split (sum 0, max -inf) weighs nothing.
+  float merged_max = -INFINITY;
+  for (size_t z = 0; z < splits; ++z)
+    if (s_part_weight[z] > 0.0f) merged_max = fmaxf(merged_max, s_part_max[z]);
+  float merged_sum = 0.0f;
+  for (size_t z = 0; z < splits; ++z)
+    if (s_part_weight[z] > 0.0f) merged_sum += s_part_weight[z] * expf(s_part_max[z] - merged_max);
+  __syncthreads();  // every thread has read the sums before they become weights
+  if (threadIdx.x < splits) {
+    const float sum = s_part_weight[threadIdx.x];
+    s_part_weight[threadIdx.x] = sum > 0.0f ? expf(s_part_max[threadIdx.x] - merged_max) : 0.0f;
+  }
+  __syncthreads();
   const float inv = 1.0f / merged_sum;
   for (size_t i = threadIdx.x; i < d; i += blockDim.x) {
     float o = 0.0f;
-    for (size_t z = 0; z < p.splits; ++z) {
-      const float sum = __ldcg(parts + z * (d + 2) + 1);
-      if (sum > 0.0f) o += __ldcg(parts + z * (d + 2) + 2 + i) * expf(__ldcg(parts + z * (d + 2)) - merged_max);
+    for (size_t z0 = 0; z0 < splits; z0 += kMergeBatch) {
+      float v[kMergeBatch];
+#pragma unroll
+      for (int b = 0; b < kMergeBatch; ++b)
+        v[b] = z0 + b < splits ? __ldcg(parts + (z0 + b) * (d + 2) + 2 + i) : 0.0f;
+#pragma unroll
+      for (int b = 0; b < kMergeBatch; ++b)
+        if (z0 + b < splits) o += v[b] * s_part_weight[z0 + b];
     }
     store(p.out, row * d + i, o * inv, bf16);
   }

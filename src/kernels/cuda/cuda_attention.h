@@ -10,14 +10,15 @@
 // memory, so that a captured CUDA graph replays at any position.
 //
 // Work split: one block per (head, token, split), 8 warps. The visible positions of a query are
-// cut into `splits` equal runs (flash-decoding: a long context is read by many blocks, not by
-// one per head). In a block, warp w takes the positions first + 4w .. first + 4w + 3 of its
+// cut into equal runs (flash-decoding: a long context is read by many blocks, not by one per
+// head): one run per 32 positions (a block's trip), at most `splits`, so a short context
+// takes fewer blocks and a small merge, or none; the grid's other blocks return at once. In a block, warp w takes the positions first + 4w .. first + 4w + 3 of its
 // run, then 32 further on, and so on (4 key rows in flight per warp), with a running (online)
 // softmax: max m, sum l, and the weighted sum of values, rescaled by exp(m_old - m_new)
 // whenever the max grows. Each lane holds head_dim / 32 (rounded up) elements of q and of the
 // sum, so a dot product is one warp reduction. The warps' partial results are merged through
-// shared memory; with splits > 1 each block leaves its (m, l, sum) in `scratch`, and the last
-// block of a (head, token) to finish (a counter per row) merges the splits and writes out.
+// shared memory; with more than one run each block leaves its (m, l, sum) in `scratch`, and the
+// last block of a (head, token) to finish (a counter per row) merges the runs and writes out.
 // head_dim <= 256.
 //
 // Chained (cuda_launch.cuh), the first trip's key and value rows before *position (the step's
@@ -48,7 +49,7 @@ struct AttentionLaunch {
   size_t tokens = 0, heads = 0, kv_heads = 0, head_dim = 0;
   size_t window = 0;         // 0: the whole prefix
   float scale = 1.0f;        // 1 / sqrt(head_dim)
-  // Blocks per (head, token), 1 .. kAttentionMaxSplits. Above 1: `scratch` holds
+  // Blocks per (head, token) at most, 1 .. kAttentionMaxSplits. Above 1: `scratch` holds
   // attention_scratch_floats() floats and `counters` tokens * heads zeros, which every launch
   // leaves zero again (one launch at a time may use them).
   size_t splits = 1;
