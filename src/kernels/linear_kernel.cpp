@@ -8,6 +8,10 @@ const char* activation_format_name(ActivationFormat f) {
   return f == ActivationFormat::f32 ? "f32" : "bf16";
 }
 
+const char* linear_epilogue_name(LinearEpilogue e) {
+  return e == LinearEpilogue::none ? "no" : "swiglu";
+}
+
 const char* output_format_name(OutputFormat f) { return f == OutputFormat::f32 ? "f32" : "bf16"; }
 
 const char* layer_class_name(LayerClass c) { return c == LayerClass::dense ? "dense" : "moe"; }

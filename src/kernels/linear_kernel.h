@@ -46,7 +46,17 @@ enum class ActivationRounding : uint8_t {
   // exactly this (tests/kernels/linear_harness.h), so results do not depend on the kernel.
   int8_block32,
 };
+// What a kernel does to the product before it stores it.
+enum class LinearEpilogue : uint8_t {
+  none,
+  // A SwiGLU MLP's gate|up product and its activation in one kernel (one launch fewer a
+  // layer): the layer's rows are two halves, [gate; up] (n even, n / 2 rows each), and the
+  // output is [M, n / 2]: out[m, i] = silu(g) * u, g = gate row i . act[m] and u = up row i .
+  // act[m] (biases added first), silu(g) = g / (1 + exp(-g)) as the models compute it.
+  swiglu,
+};
 const char* activation_format_name(ActivationFormat f);
+const char* linear_epilogue_name(LinearEpilogue e);
 const char* output_format_name(OutputFormat f);
 const char* layer_class_name(LayerClass c);
 const char* activation_rounding_name(ActivationRounding r);
@@ -61,9 +71,12 @@ struct LinearDesc {
   ActivationFormat activation = ActivationFormat::f32;
   OutputFormat output = OutputFormat::f32;
   bool has_bias = false;
+  LinearEpilogue epilogue = LinearEpilogue::none;
   // Run inside a chain of kernels on one stream (a model's forward on a GPU): a GPU kernel may
   // start its weight loads before the kernel before it ends (src/kernels/cuda/cuda_launch.cuh).
   bool chained = false;
+  // Columns of the output: n, or n / 2 with the SwiGLU epilogue.
+  size_t out_features() const { return epilogue == LinearEpilogue::swiglu ? n / 2 : n; }
 };
 
 // Source weights on the host, in the checkpoint layout of format/mxfp4.h:
@@ -111,11 +124,15 @@ class LinearKernel {
   virtual ActivationRounding activation_rounding() const { return ActivationRounding::none; }
   virtual Check is_supported(const DeviceInfo& device) const = 0;
   virtual Check can_implement(const LinearDesc& layer) const = 0;
+  // Whether it applies `e` (the registry asks it before can_implement); most kernels store
+  // the plain product only.
+  virtual bool supports_epilogue(LinearEpilogue e) const { return e == LinearEpilogue::none; }
   // Runs once per layer after loading. `bias` (host, F32, n values) may be null.
   virtual std::unique_ptr<PreparedWeights> prepare(const LinearDesc& layer,
                                                    const Mxfp4HostWeights& weights,
                                                    const float* bias) const = 0;
-  // out[M, N] = act[M, K] x W^T (+ bias). M between layer.min_m and layer.max_m.
+  // out[M, N] = act[M, K] x W^T (+ bias), then layer.epilogue. M between layer.min_m and
+  // layer.max_m.
   virtual void apply(const LinearDesc& layer, const PreparedWeights& weights,
                      const ActivationView& act, const OutputView& out, void* stream) const = 0;
 };

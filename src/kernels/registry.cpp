@@ -169,16 +169,21 @@ std::vector<std::string> refusals(const LinearKernel& kernel, const LinearDesc& 
   }
   if (const Check c = kernel.is_supported(device); !c.ok)
     reasons.push_back("not supported on this device: " + c.reason);
-  if (const Check c = kernel.can_implement(layer); !c.ok)
+  if (!kernel.supports_epilogue(layer.epilogue))
+    reasons.push_back(fmt::format("it has no {} epilogue", linear_epilogue_name(layer.epilogue)));
+  else if (const Check c = kernel.can_implement(layer); !c.ok)
     reasons.push_back("cannot implement the layer: " + c.reason);
   return reasons;
 }
 
 std::string describe_layer(const LinearDesc& layer) {
-  return fmt::format("layer {} ({}, N={}, K={}, {}, {} activations, {} output{})", layer.name,
+  return fmt::format("layer {} ({}, N={}, K={}, {}, {} activations, {} output{}{})", layer.name,
                      layer_class_name(layer.layer_class), layer.n, layer.k,
                      m_range(layer.min_m, layer.max_m), activation_format_name(layer.activation),
-                     output_format_name(layer.output), layer.has_bias ? ", bias" : "");
+                     output_format_name(layer.output), layer.has_bias ? ", bias" : "",
+                     layer.epilogue == LinearEpilogue::none
+                         ? ""
+                         : fmt::format(", {} epilogue", linear_epilogue_name(layer.epilogue)));
 }
 
 }  // namespace

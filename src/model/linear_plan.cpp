@@ -245,11 +245,32 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
   return linear;
 }
 
+namespace {
+
+// Whether `desc` (its epilogue set) gets the epilogue wherever it runs: the forced kernel, or
+// every kernel of the device that the device supports, applies it.
+bool epilogue_served(const LinearDesc& desc, const ModelLoadOptions& options) {
+  const KernelRegistry& registry = KernelRegistry::builtin();
+  if (const std::string& forced = options.kernels.forced_for(desc.layer_class); !forced.empty()) {
+    const LinearKernel* kernel = registry.find(forced);
+    return kernel && kernel->supports_epilogue(desc.epilogue);
+  }
+  bool any = false;
+  for (const LinearKernel* kernel : registry.kernels(options.device.kind)) {
+    if (!kernel->is_supported(options.device).ok) continue;
+    if (!kernel->supports_epilogue(desc.epilogue)) return false;
+    any = true;
+  }
+  return any;
+}
+
+}  // namespace
+
 LinearGroup make_linear_group(const TensorSource& tensors, const std::string& fused_name,
                               const std::vector<LinearGroupMember>& members, size_t k,
                               bool has_bias, const LayerSelection& selection,
                               const ModelLoadOptions& options, std::vector<LinearPlanEntry>& plan,
-                              const DenseLinearMaker& dense) {
+                              const DenseLinearMaker& dense, LinearEpilogue epilogue) {
   NIBBLE_CHECK(!members.empty(), "linear group {} has no members", fused_name);
   std::vector<ResolvedLinear> parts;
   bool all_mxfp4 = true;
@@ -286,6 +307,13 @@ LinearGroup make_linear_group(const TensorSource& tensors, const std::string& fu
   LinearDesc desc = parts.front().desc;
   desc.name = fused_name;
   desc.n = total;
+  if (epilogue == LinearEpilogue::swiglu) {
+    NIBBLE_CHECK(members.size() == 2 && members[0].n == members[1].n,
+                 "{}: a SwiGLU epilogue needs two members of equal width (gate, up)", fused_name);
+    desc.epilogue = epilogue;
+    desc.output = options.activation == ActivationFormat::bf16 ? OutputFormat::bf16 : OutputFormat::f32;
+    if (!epilogue_served(desc, options)) desc.epilogue = LinearEpilogue::none, desc.output = OutputFormat::f32;
+  }
   auto fused = std::make_unique<QuantLinear>(desc, Mxfp4HostWeights{blocks.data(), scales.data(), total, k},
                                              has_bias ? bias.data() : nullptr, options.device,
                                              options.kernels);
@@ -296,17 +324,21 @@ LinearGroup make_linear_group(const TensorSource& tensors, const std::string& fu
   for (size_t i = 0; i < parts.size(); ++i) {
     const size_t share = i + 1 == parts.size() ? bytes - given : bytes * widths[i] / total;
     given += share;
-    parts[i].entry.reason += fmt::format("; run as one product with the rest of {} ({} rows)",
-                                         fused_name, total);
+    parts[i].entry.reason += fmt::format(
+        "; run as one product with the rest of {} ({} rows{})", fused_name, total,
+        desc.epilogue == LinearEpilogue::none
+            ? ""
+            : fmt::format(", {} in its epilogue", linear_epilogue_name(desc.epilogue)));
     record(std::move(parts[i].entry), *fused, share, plan);
   }
-  return LinearGroup(std::move(fused), std::move(widths));
+  return LinearGroup(std::move(fused), std::move(widths), desc.epilogue);
 }
 
 // ---- LinearGroup ----------------------------------------------------------------------------
 
-LinearGroup::LinearGroup(std::unique_ptr<Linear> fused, std::vector<size_t> widths)
-    : fused_(std::move(fused)), widths_(std::move(widths)) {
+LinearGroup::LinearGroup(std::unique_ptr<Linear> fused, std::vector<size_t> widths,
+                         LinearEpilogue epilogue)
+    : fused_(std::move(fused)), widths_(std::move(widths)), epilogue_(epilogue) {
   size_t c = 0;
   for (size_t n : widths_) columns_.push_back(c), c += n;
   NIBBLE_CHECK(fused_ && fused_->n() == c, "fused layer of {} rows for members of {} in all",
@@ -341,14 +373,20 @@ size_t LinearGroup::weight_bytes() const {
 }
 
 void LinearGroup::forward(const float* x, size_t m, float* out) const {
+  NIBBLE_CHECK(epilogue_ == LinearEpilogue::none, "{}: a {} epilogue runs on the device only",
+               fused_->name(), linear_epilogue_name(epilogue_));
   if (fused_) return fused_->forward(x, m, out);
   for (size_t i = 0; i < members_.size(); ++i) members_[i]->forward(x, m, out + offset(i, m));
 }
 
-void LinearGroup::forward_on_device(const ActivationView& x, float* out, void* stream) const {
-  if (fused_) return fused_->forward_on_device(x, OutputView{out, OutputFormat::f32}, stream);
+void LinearGroup::forward_on_device(const ActivationView& x, const OutputView& out,
+                                    void* stream) const {
+  if (fused_) return fused_->forward_on_device(x, out, stream);
+  NIBBLE_CHECK(out.format == OutputFormat::f32, "{}: a group's members write F32",
+               members_.front()->name());
+  float* rows = static_cast<float*>(out.data);
   for (size_t i = 0; i < members_.size(); ++i)
-    members_[i]->forward_on_device(x, OutputView{out + offset(i, x.m), OutputFormat::f32}, stream);
+    members_[i]->forward_on_device(x, OutputView{rows + offset(i, x.m), OutputFormat::f32}, stream);
 }
 
 std::string summarize_plan(const std::vector<LinearPlanEntry>& plan) {

@@ -106,20 +106,28 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
 // The output of m rows is [m, width()] floats holding member i's [m, n_i] matrix at
 // out + offset(i, m), rows stride(i) apart: interleaved per row when fused, one block per
 // member when not. Consumers read through offset/stride, so both cases cost no copy.
+//
+// A fused group may carry an epilogue (make_linear_group's `epilogue`, where the device's
+// kernels apply it): with LinearEpilogue::swiglu the two members are gate and up and the
+// output is [m, n_0] = silu(gate) * up in the activation format (ModelLoadOptions::activation),
+// the next layer's input: one launch, where the plain group needs a second for the activation.
 class LinearGroup {
  public:
   LinearGroup() = default;
-  LinearGroup(std::unique_ptr<Linear> fused, std::vector<size_t> widths);
+  LinearGroup(std::unique_ptr<Linear> fused, std::vector<size_t> widths,
+              LinearEpilogue epilogue = LinearEpilogue::none);
   explicit LinearGroup(std::vector<std::unique_ptr<Linear>> members);
 
   bool fused() const { return fused_ != nullptr; }
+  LinearEpilogue epilogue() const { return epilogue_; }
   size_t width() const;
   size_t offset(size_t member, size_t m) const;
   size_t stride(size_t member) const;
-  // CPU layers: x [m, k] F32 -> out [m, width()] in the layout above.
+  // CPU layers: x [m, k] F32 -> out [m, width()] in the layout above (no epilogue).
   void forward(const float* x, size_t m, float* out) const;
-  // Device layers: x on the device -> out [x.m, width()] F32 on the device.
-  void forward_on_device(const ActivationView& x, float* out, void* stream) const;
+  // Device layers: x on the device -> out on the device: [x.m, width()] F32, or with the
+  // epilogue [x.m, n_0] in the activation format.
+  void forward_on_device(const ActivationView& x, const OutputView& out, void* stream) const;
   // The layers it runs: the fused one, or the members.
   std::vector<const Linear*> linears() const;
   size_t weight_bytes() const;
@@ -128,6 +136,7 @@ class LinearGroup {
   std::unique_ptr<Linear> fused_;
   std::vector<std::unique_ptr<Linear>> members_;
   std::vector<size_t> widths_, columns_;  // n_i, and the first column of each member
+  LinearEpilogue epilogue_ = LinearEpilogue::none;
 };
 
 struct LinearGroupMember {
@@ -138,12 +147,15 @@ struct LinearGroupMember {
 
 // Resolves each member as make_linear does (a plan entry each, reasons kept); then, when all are MXFP4 and
 // options.fuse_linears, one QuantLinear named fused_name over their stacked rows and biases
-// (each entry's reason says so; its weight_bytes is its share of the fused layer's).
+// (each entry's reason says so; its weight_bytes is its share of the fused layer's). The fused
+// product takes `epilogue` when every kernel that could serve it on options.device applies it
+// (LinearGroup::epilogue() tells; the caller runs the activation itself otherwise).
 LinearGroup make_linear_group(const TensorSource& tensors, const std::string& fused_name,
                               const std::vector<LinearGroupMember>& members, size_t k,
                               bool has_bias, const LayerSelection& selection,
                               const ModelLoadOptions& options, std::vector<LinearPlanEntry>& plan,
-                              const DenseLinearMaker& dense = {});
+                              const DenseLinearMaker& dense = {},
+                              LinearEpilogue epilogue = LinearEpilogue::none);
 
 // Dense weights from a tensor (F32 kept F32, BF16 kept BF16, F16 widened to F32).
 std::shared_ptr<DenseWeights> dense_weights_from(const TensorView& tensor, const std::string& where);

@@ -155,6 +155,78 @@ TEST(Sm80Mxfp4GemvScales, SpecialScaleCodesAreExact) {
     }
 }
 
+// The SwiGLU epilogue (rows paired in the pack, out [M, N/2] = silu(gate) * up): against the
+// same kernel's plain product of the same weights (every row's sum is bit-identical, the
+// pairing moves rows between tiles only), with silu taken on the host. Odd pair counts, pairs
+// not a multiple of the 8 a tile holds, K = 172 and 2880, every M and format, bias or not;
+// the output buffer's tail past M x N/2 must stay poisoned.
+TEST(Sm80Mxfp4GemvSwiglu, MatchesThePlainProductThenSilu) {
+  const DeviceInfo device = test_device();
+  const auto kernel = make_sm80_mxfp4_gemv_kernel();
+  if (const Check s = kernel->is_supported(device); !s.ok)
+    GTEST_SKIP() << kernel->name() << " is not supported here: " << s.reason;
+  const uint64_t seed = test::linear_test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const std::pair<size_t, size_t> shapes[] = {{2, 64}, {14, 172}, {66, 2880}, {2 * 1440, 2880}, {2 * 3000, 512}};
+  const std::pair<ActivationFormat, OutputFormat> formats[] = {
+      {ActivationFormat::bf16, OutputFormat::bf16}, {ActivationFormat::f32, OutputFormat::f32}};
+  size_t index = 0;
+  for (auto [n, k] : shapes)
+    for (size_t m : {1, 3, 8})
+      for (auto [act, out_format] : formats) {
+        const LinearCase c{n, k, m, (index++ % 2) == 0, act, out_format};
+        SCOPED_TRACE(test::linear_case_name(c));
+        const test::RandomLinear r = test::make_random_linear(c, seed + index);
+        const size_t half = n / 2, out_elem = out_format == OutputFormat::bf16 ? 2 : 4;
+        const auto plain_prepared = kernel->prepare(r.desc, r.weights(), r.bias.data());
+        std::vector<float> plain(m * n, std::numeric_limits<float>::quiet_NaN());
+        LinearDesc plain_desc = r.desc;
+        plain_desc.output = OutputFormat::f32;
+        cuda_apply(*kernel, plain_desc, *plain_prepared, r.act.data(), r.act.size(), m,
+                   plain.data(), plain.size() * sizeof(float));
+
+        LinearDesc desc = r.desc;
+        desc.epilogue = LinearEpilogue::swiglu;
+        ASSERT_TRUE(kernel->supports_epilogue(desc.epilogue));
+        ASSERT_TRUE(kernel->can_implement(desc).ok);
+        const auto prepared = kernel->prepare(desc, r.weights(), r.bias.data());
+        const size_t tail = 64;  // poisoned elements past the output
+        std::vector<uint8_t> got((m * half + tail) * out_elem, 0xff);  // NaN in both formats
+        cuda_apply(*kernel, desc, *prepared, r.act.data(), r.act.size(), m, got.data(), got.size());
+        size_t bad = 0;
+        for (size_t row = 0; row < m; ++row)
+          for (size_t i = 0; i < half; ++i) {
+            const float g = plain[row * n + i], u = plain[row * n + half + i];
+            const float want = g / (1.0f + std::exp(-g)) * u;
+            const size_t at = row * half + i;
+            const float have = out_format == OutputFormat::bf16
+                                   ? bf16_to_f32(reinterpret_cast<const uint16_t*>(got.data())[at])
+                                   : reinterpret_cast<const float*>(got.data())[at];
+            // exp on the host and the device may differ by an ulp; BF16 output then by one BF16 step.
+            const double bound = (out_format == OutputFormat::bf16 ? 1.0 / 128 : 1e-6) * std::fabs(want) + 1e-30;
+            if (!(std::fabs(double(have) - want) <= bound) && bad++ < 5)
+              ADD_FAILURE() << "m=" << row << " pair " << i << ": got " << have << ", want " << want
+                            << " (gate " << g << ", up " << u << ")";
+          }
+        EXPECT_EQ(bad, 0u);
+        for (size_t b = m * half * out_elem; b < got.size(); ++b)
+          ASSERT_EQ(got[b], 0xff) << "byte " << b << " past the output was written";
+      }
+}
+
+// An odd row count cannot be split into gate and up halves: refused with the reason.
+TEST(Sm80Mxfp4GemvSwiglu, OddRowsAreRefused) {
+  const auto kernel = make_sm80_mxfp4_gemv_kernel();
+  LinearDesc desc;
+  desc.name = "odd";
+  desc.n = 7, desc.k = 64;
+  desc.epilogue = LinearEpilogue::swiglu;
+  const Check c = kernel->can_implement(desc);
+  EXPECT_FALSE(c.ok);
+  EXPECT_NE(c.reason.find("odd"), std::string::npos) << c.reason;
+  EXPECT_EQ(desc.out_features(), 3u);
+}
+
 // Activations in 16-byte loads (the default where rows allow it) and element by element
 // (unaligned rows, K not a multiple of 16 bytes) feed the same fragments in the same order:
 // the outputs must be bit-identical, for BF16 and F32 activations, K with a partial last

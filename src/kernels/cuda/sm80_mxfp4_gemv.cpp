@@ -15,10 +15,14 @@ namespace nibble {
 
 // ---- reference pack -------------------------------------------------------------------------
 
-GemvPacked mxfp4_gemv_pack(const Mxfp4HostWeights& src) {
+GemvPacked mxfp4_gemv_pack(const Mxfp4HostWeights& src, LinearEpilogue epilogue) {
   GemvPacked packed;
   const size_t bpr = mxfp4_blocks_per_row(src.k);
-  packed.n_pad = (src.n + kGemvRowPad - 1) / kGemvRowPad * kGemvRowPad;
+  const bool paired = epilogue == LinearEpilogue::swiglu;
+  NIBBLE_CHECK(!paired || src.n % 2 == 0, "a SwiGLU pack needs an even row count, not {}", src.n);
+  const size_t half = src.n / 2;
+  packed.n_pad = paired ? (half + kGemvRowPad / 2 - 1) / (kGemvRowPad / 2) * kGemvRowPad
+                        : (src.n + kGemvRowPad - 1) / kGemvRowPad * kGemvRowPad;
   packed.k_chunks = (src.k + kGemvChunkK - 1) / kGemvChunkK;
   const size_t tiles = packed.n_pad / kGemvRowsPerTile;
   packed.weights.assign(tiles * packed.k_chunks * 512, 0);
@@ -29,6 +33,13 @@ GemvPacked mxfp4_gemv_pack(const Mxfp4HostWeights& src) {
       break;
     }
 
+  // The checkpoint row of packed row r (paired: rows g, g + 8 of a tile are gate and up of
+  // one pair); src.n for a padding row.
+  const auto source_row = [&](size_t r) -> size_t {
+    if (!paired) return std::min(r, src.n);
+    const size_t pair = r / 16 * 8 + r % 8;
+    return pair >= half ? src.n : r % 16 < 8 ? pair : half + pair;
+  };
   // Element (row, k) of the checkpoint: its 4-bit code, +0 past N or K.
   const auto code = [&](size_t row, size_t k) -> uint32_t {
     if (row >= src.n || k >= src.k) return 0;
@@ -45,7 +56,7 @@ GemvPacked mxfp4_gemv_pack(const Mxfp4HostWeights& src) {
         const size_t at = tile * packed.k_chunks + chunk;
         for (size_t lane = 0; lane < 32; ++lane) {
           const size_t g = lane / 4, t = lane % 4;
-          const size_t r0 = tile * 16 + g, r1 = r0 + 8;
+          const size_t r0 = source_row(tile * 16 + g), r1 = source_row(tile * 16 + g + 8);
           uint8_t* out = &packed.weights[(at * 32 + lane) * 16];
           for (size_t j = 0; j < 2; ++j)
             for (size_t h = 0; h < 2; ++h) {
@@ -58,7 +69,8 @@ GemvPacked mxfp4_gemv_pack(const Mxfp4HostWeights& src) {
             }
         }
         for (size_t g = 0; g < 8; ++g) {
-          const size_t r0 = tile * 16 + g, r1 = r0 + 8, b0 = 2 * chunk;
+          const size_t r0 = source_row(tile * 16 + g), r1 = source_row(tile * 16 + g + 8);
+          const size_t b0 = 2 * chunk;
           uint8_t* out = &packed.scales[(at * 8 + g) * 4];
           out[0] = scale(r0, b0), out[1] = scale(r0, b0 + 1);
           out[2] = scale(r1, b0), out[3] = scale(r1, b0 + 1);
@@ -150,7 +162,14 @@ class Sm80Mxfp4Gemv final : public LinearKernel {
         (size_t(1) << 31) / 32)
       return Check::no(fmt::format("N x K = {} x {} is too large for 32-bit tile indices",
                                    layer.n, layer.k));
+    if (layer.epilogue == LinearEpilogue::swiglu && layer.n % 2 != 0)
+      return Check::no(fmt::format("the SwiGLU epilogue needs gate and up halves, N = {} is odd",
+                                   layer.n));
     return Check::yes();  // any N; any K (the padded tail of the last block reads as zero)
+  }
+
+  bool supports_epilogue(LinearEpilogue e) const override {
+    return e == LinearEpilogue::none || e == LinearEpilogue::swiglu;
   }
 
   std::unique_ptr<PreparedWeights> prepare(const LinearDesc& layer, const Mxfp4HostWeights& w,
@@ -160,7 +179,7 @@ class Sm80Mxfp4Gemv final : public LinearKernel {
                  layer.k);
     NIBBLE_CHECK(!layer.has_bias || bias, "layer {}: declared with a bias, none given",
                  layer.name);
-    const GemvPacked packed = mxfp4_gemv_pack(w);
+    const GemvPacked packed = mxfp4_gemv_pack(w, layer.epilogue);
     return std::make_unique<GemvPrepared>(layer, packed, layer.has_bias ? bias : nullptr);
   }
 
@@ -191,6 +210,7 @@ class Sm80Mxfp4Gemv final : public LinearKernel {
     launch.activation = act.format;
     launch.output = out.format;
     launch.special_scales = prepared->special_scales;
+    launch.epilogue = layer.epilogue;
     launch.multiprocessors = multiprocessors();
     launch.chained = layer.chained;
     NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(launch, stream)), "{} on layer {} (M={})",

@@ -34,6 +34,7 @@ struct Params {
   int n, k, m, k_chunks, n_groups;  // n_groups: tile groups of kTiles tiles
   int team;                         // warps per group (a power of two dividing the CTA's)
   bool out_bf16, act_vector;
+  bool swiglu;  // LinearEpilogue::swiglu: rows paired (sm80_mxfp4_gemv.h), out [m, n / 2]
 };
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
@@ -210,9 +211,16 @@ __device__ __forceinline__ void team_sync(int team_index, int team_warps) {
     asm volatile("bar.sync %0, %1;" ::"r"(1 + team_index), "r"(team_warps * 32) : "memory");
 }
 
+__device__ __forceinline__ void store_out(const Params& p, size_t at, float v) {
+  if (p.out_bf16)
+    static_cast<__nv_bfloat16*>(p.out)[at] = __float2bfloat16_rn(v);
+  else
+    static_cast<float*>(p.out)[at] = v;
+}
+
 // Cross-warp reduction within a team: red[warp in team][tile][reg][lane] (the team's region of
-// team * kTiles * 128 floats), summed in warp order (deterministic); bias, format, and the
-// output store. Two team barriers: the region is free again when it returns.
+// team * kTiles * 128 floats), summed in warp order (deterministic); bias, the epilogue, format,
+// and the output store. Two team barriers: the region is free again when it returns.
 template <int kTiles>
 __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&acc)[kTiles][4],
                                                  float* red, int team_index, int tile0) {
@@ -222,19 +230,32 @@ __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&
 #pragma unroll
     for (int r = 0; r < 4; ++r) red[((mate * kTiles + tt) * 4 + r) * 32 + lane] = acc[tt][r];
   team_sync(team_index, p.team);
-  for (int i = mate * 32 + lane; i < kTiles * 128; i += p.team * 32) {
+  const auto team_sum = [&](int i) {
     float sum = 0.0f;
     for (int wi = 0; wi < p.team; ++wi) sum += red[wi * kTiles * 128 + i];
-    const int tt = i / 128, r = (i / 32) % 4, ln = i % 32;
-    const int row = (tile0 + tt) * 16 + (ln >> 2) + (r >= 2 ? 8 : 0);
-    const int m = 2 * (ln & 3) + (r & 1);
-    if (row >= p.n || m >= p.m) continue;
-    if (p.bias) sum += p.bias[row];
-    const size_t at = size_t(m) * p.n + row;
-    if (p.out_bf16)
-      static_cast<__nv_bfloat16*>(p.out)[at] = __float2bfloat16_rn(sum);
-    else
-      static_cast<float*>(p.out)[at] = sum;
+    return sum;
+  };
+  if (p.swiglu) {
+    // Registers r and r + 2 of a lane are rows g and g + 8: the gate and up terms of one pair.
+    const int half = p.n / 2;
+    for (int i = mate * 32 + lane; i < kTiles * 64; i += p.team * 32) {
+      const int tt = i / 64, r = (i / 32) % 2, ln = i % 32;
+      float gate = team_sum((tt * 4 + r) * 32 + ln), up = team_sum((tt * 4 + r + 2) * 32 + ln);
+      const int pair = (tile0 + tt) * 8 + (ln >> 2), m = 2 * (ln & 3) + r;
+      if (pair >= half || m >= p.m) continue;
+      if (p.bias) gate += p.bias[pair], up += p.bias[half + pair];
+      store_out(p, size_t(m) * half + pair, gate / (1.0f + expf(-gate)) * up);  // the models' silu
+    }
+  } else {
+    for (int i = mate * 32 + lane; i < kTiles * 128; i += p.team * 32) {
+      float sum = team_sum(i);
+      const int tt = i / 128, r = (i / 32) % 4, ln = i % 32;
+      const int row = (tile0 + tt) * 16 + (ln >> 2) + (r >= 2 ? 8 : 0);
+      const int m = 2 * (ln & 3) + (r & 1);
+      if (row >= p.n || m >= p.m) continue;
+      if (p.bias) sum += p.bias[row];
+      store_out(p, size_t(m) * p.n + row, sum);
+    }
   }
   team_sync(team_index, p.team);
 }
@@ -467,6 +488,8 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   p.team = team;
   p.out_bf16 = l.output == OutputFormat::bf16;
   p.act_vector = vector_possible && l.act_vector != 0;
+  p.swiglu = l.epilogue == LinearEpilogue::swiglu;
+  if (p.swiglu && l.n % 2 != 0) return cudaErrorInvalidValue;
   const auto s = static_cast<cudaStream_t>(stream);
   return l.activation == ActivationFormat::bf16
              ? launch_for<__nv_bfloat16>(p, tiles, warps, l.special_scales, l.multiprocessors,

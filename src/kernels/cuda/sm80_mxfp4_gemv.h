@@ -47,6 +47,10 @@
 //   layout in that order. Scale word of group g: bytes [S(g, block 0), S(g, block 1),
 //   S(g+8, block 0), S(g+8, 1)].
 //
+// With the SwiGLU epilogue (LinearEpilogue::swiglu) the rows are paired: tile T's rows g and
+// g + 8 (g < 8) hold gate row 8T + g and up row 8T + g (source rows 8T + g and n/2 + 8T + g),
+// so one lane's registers hold both terms of an output; the pairs pad to a multiple of 16.
+//
 // Why this k order: mma slot (2t, 2t+1, 2t+8, 2t+9) of half h maps to k = kb + (0, 1, 2, 3),
 // so lane t needs activations kb .. kb+3 for h = 0 and kb+4 .. kb+7 for h = 1: one 16-byte
 // load of 8 consecutive BF16 (two of F32) per block, while each mma stays inside one MX block
@@ -78,8 +82,10 @@ struct GemvPacked {
 };
 
 // The reference pack (host) producing the layout above from the checkpoint layout
-// (format/mxfp4.h). Runs on ThreadPool::global().
-GemvPacked mxfp4_gemv_pack(const Mxfp4HostWeights& weights);
+// (format/mxfp4.h), rows paired for the SwiGLU epilogue (weights.n even). Runs on
+// ThreadPool::global().
+GemvPacked mxfp4_gemv_pack(const Mxfp4HostWeights& weights,
+                           LinearEpilogue epilogue = LinearEpilogue::none);
 
 // One launch, device pointers. tiles_per_cta (1 or 2), warps (per CTA, 1..kGemvMaxWarps) and
 // team (warps per tile group, splitting K; a divisor of warps) choose the configuration; 0
@@ -89,11 +95,12 @@ struct GemvLaunch {
   const void* scales = nullptr;   // packed, device
   const void* act = nullptr;      // [m, k] F32 or BF16, device
   const float* bias = nullptr;    // [n] or null, device
-  void* out = nullptr;            // [m, n] F32 or BF16, device
+  void* out = nullptr;            // [m, n] (swiglu: [m, n / 2]) F32 or BF16, device
   size_t n = 0, k = 0, m = 0, n_pad = 0, k_chunks = 0;
   ActivationFormat activation = ActivationFormat::bf16;
   OutputFormat output = OutputFormat::f32;
   bool special_scales = false;
+  LinearEpilogue epilogue = LinearEpilogue::none;  // swiglu: weights packed for it
   int tiles_per_cta = 0, warps = 0, team = 0;
   // Activations in 16-byte loads (rows 16-byte aligned, K x element size a multiple of 16):
   // -1 where that applies (the default), 0 never (element loads), 1 always (invalid where

@@ -98,7 +98,8 @@ std::unique_ptr<LlamaModel> LlamaModel::build(const LlamaConfig& c, const Tensor
     L.gate_up = make_linear_group(t, p + "mlp.gate_up_proj",
                                   {{p + "mlp.gate_proj", LinearRole::gate, c.ffn},
                                    {p + "mlp.up_proj", LinearRole::up, c.ffn}},
-                                  c.hidden, false, selection, options, m->plan_, dense);
+                                  c.hidden, false, selection, options, m->plan_, dense,
+                                  LinearEpilogue::swiglu);
     L.down = linear("mlp.down_proj", LinearRole::down, c.hidden, c.ffn, false);
   }
   m->final_norm_ = norm_weights(t, "model.norm.weight", c.hidden);

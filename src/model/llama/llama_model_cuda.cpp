@@ -258,7 +258,7 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
     const DeviceLayer& D = layers_[l];
 
     norm(x, l ? delta : nullptr, D.attn_norm, n, "input norm", l);
-    L.qkv.forward_on_device(in, qkv, s);
+    L.qkv.forward_on_device(in, OutputView{qkv, OutputFormat::f32}, s);
     QkvRopeLaunch rope;
     rope.q = qkv + L.qkv.offset(0, n), rope.q_stride = L.qkv.stride(0);
     rope.k = qkv + L.qkv.offset(1, n), rope.k_stride = L.qkv.stride(1);
@@ -282,7 +282,14 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
     L.o->forward_on_device(in, OutputView{delta, OutputFormat::f32}, s);
 
     norm(x, delta, D.ffn_norm, n, "post-attention norm", l);
-    L.gate_up.forward_on_device(in, gate_up, s);
+    if (L.gate_up.epilogue() == LinearEpilogue::swiglu) {
+      // silu(gate) * up straight from the product, into the gate|up buffer (the product
+      // still reads `input`), in the activation format: down's input.
+      L.gate_up.forward_on_device(in, OutputView{gate_up, act_out}, s);
+      L.down->forward_on_device(ActivationView{gate_up, n, act}, OutputView{delta, OutputFormat::f32}, s);
+      continue;
+    }
+    L.gate_up.forward_on_device(in, OutputView{gate_up, OutputFormat::f32}, s);
     SiluMulLaunch swiglu;
     swiglu.gate = gate_up + L.gate_up.offset(0, n), swiglu.gate_stride = L.gate_up.stride(0);
     swiglu.up = gate_up + L.gate_up.offset(1, n), swiglu.up_stride = L.gate_up.stride(1);

@@ -15,7 +15,8 @@
 //   a  = attention(q, K, V, window of this layer)  act   split over positions (flash-decoding)
 //   delta = Wo a
 //   a  = rmsnorm(x += delta)            act
-//   gate|up = Wgate_up a;  a = silu(gate) * up   act
+//   gate|up = Wgate_up a;  a = silu(gate) * up   act   one launch where the fused product
+//                                                       applies SwiGLU (LinearGroup::epilogue)
 //   delta = Wdown a
 // then logits = lm_head(rmsnorm(x += delta)) for the rows asked, copied to the host, or for a
 // greedy step only their argmax (cuda_argmax.h).
