@@ -213,6 +213,20 @@ TEST(KernelRegistry, NoKernelForABucketListsEveryKernelsReason) {
   EXPECT_THAT(message, HasSubstr("off: not supported on this device: disabled here"));
 }
 
+// An epilogue is a kernel's own feature: the CPU kernels store the plain product, so a layer
+// asking the SwiGLU epilogue on the CPU is refused by each of them with that reason.
+TEST(KernelRegistry, AnEpilogueNoKernelAppliesIsRefusedWithTheReason) {
+  LinearDesc l = layer("gate_up", 1, 8);
+  l.n = 64;
+  l.epilogue = LinearEpilogue::swiglu;
+  EXPECT_EQ(l.out_features(), 32u);
+  const std::string message =
+      error_of([&] { KernelRegistry::builtin().select(l, cpu_device_info(), {}); });
+  EXPECT_THAT(message, HasSubstr("gate_up"));
+  EXPECT_THAT(message, HasSubstr("swiglu epilogue"));
+  EXPECT_THAT(message, HasSubstr("cpu_ref: it has no swiglu epilogue"));
+}
+
 TEST(KernelOverrides, BadSpecsNameTheTokenAndTheRegisteredKernels) {
   Fakes f;
   f.add("alpha", 1);

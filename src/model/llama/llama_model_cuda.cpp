@@ -287,15 +287,15 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
       // still reads `input`), in the activation format: down's input.
       L.gate_up.forward_on_device(in, OutputView{gate_up, act_out}, s);
       L.down->forward_on_device(ActivationView{gate_up, n, act}, OutputView{delta, OutputFormat::f32}, s);
-      continue;
+    } else {
+      L.gate_up.forward_on_device(in, OutputView{gate_up, OutputFormat::f32}, s);
+      SiluMulLaunch swiglu;
+      swiglu.gate = gate_up + L.gate_up.offset(0, n), swiglu.gate_stride = L.gate_up.stride(0);
+      swiglu.up = gate_up + L.gate_up.offset(1, n), swiglu.up_stride = L.gate_up.stride(1);
+      swiglu.out = input, swiglu.out_format = act_out, swiglu.rows = n, swiglu.cols = c.ffn;
+      NIBBLE_CUDA_CHECK(cuda_silu_mul(swiglu, s), "SwiGLU of layer {}", l);
+      L.down->forward_on_device(in, OutputView{delta, OutputFormat::f32}, s);
     }
-    L.gate_up.forward_on_device(in, OutputView{gate_up, OutputFormat::f32}, s);
-    SiluMulLaunch swiglu;
-    swiglu.gate = gate_up + L.gate_up.offset(0, n), swiglu.gate_stride = L.gate_up.stride(0);
-    swiglu.up = gate_up + L.gate_up.offset(1, n), swiglu.up_stride = L.gate_up.stride(1);
-    swiglu.out = input, swiglu.out_format = act_out, swiglu.rows = n, swiglu.cols = c.ffn;
-    NIBBLE_CUDA_CHECK(cuda_silu_mul(swiglu, s), "SwiGLU of layer {}", l);
-    L.down->forward_on_device(in, OutputView{delta, OutputFormat::f32}, s);
   }
   if (key.logit_rows == 0) return;
   // Only the rows whose logits are asked need the last residual add and the final norm.
