@@ -35,6 +35,7 @@ struct Params {
   int team;                         // warps per group (a power of two dividing the CTA's)
   bool out_bf16, act_vector;
   bool swiglu;  // LinearEpilogue::swiglu: rows paired (sm80_mxfp4_gemv.h), out [m, n / 2]
+                // (the kernel's kSwiglu: the plain kernels carry no code for it)
 };
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
@@ -221,7 +222,7 @@ __device__ __forceinline__ void store_out(const Params& p, size_t at, float v) {
 // Cross-warp reduction within a team: red[warp in team][tile][reg][lane] (the team's region of
 // team * kTiles * 128 floats), summed in warp order (deterministic); bias, the epilogue, format,
 // and the output store. Two team barriers: the region is free again when it returns.
-template <int kTiles>
+template <int kTiles, bool kSwiglu>
 __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&acc)[kTiles][4],
                                                  float* red, int team_index, int tile0) {
   const int lane = threadIdx.x & 31, mate = (threadIdx.x >> 5) % p.team;
@@ -235,7 +236,7 @@ __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&
     for (int wi = 0; wi < p.team; ++wi) sum += red[wi * kTiles * 128 + i];
     return sum;
   };
-  if (p.swiglu) {
+  if constexpr (kSwiglu) {
     // Registers r and r + 2 of a lane are rows g and g + 8: the gate and up terms of one pair.
     const int half = p.n / 2;
     for (int i = mate * 32 + lane; i < kTiles * 64; i += p.team * 32) {
@@ -274,7 +275,7 @@ constexpr size_t shared_bytes(int warps) { return reduce_bytes<kTiles>(warps) + 
 // group boundaries, through a register pipeline: the loads of chunk i + kDepth - 1 are issued
 // before chunk i is decoded, so they are in flight while it is (and while a group is reduced).
 // The loop is unrolled by kDepth so every pipeline slot is a fixed set of registers.
-template <typename Act, int kTiles, bool kSpecial, bool kFullK>
+template <typename Act, int kTiles, bool kSpecial, bool kFullK, bool kSwiglu>
 __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params p) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -344,7 +345,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
   if (total == 0) {
     const float zero[kTiles][4] = {};
     for (int group = first; group < p.n_groups; group += stride)
-      reduce_and_store<kTiles>(p, zero, red, team, group * kTiles);
+      reduce_and_store<kTiles, kSwiglu>(p, zero, red, team, group * kTiles);
     return;
   }
   float acc[kTiles][4] = {};
@@ -354,7 +355,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
     if (refill) load(slot[(d + kDepth - 1) % kDepth]);
     accumulate_chunk<Act, kTiles, kSpecial>(lane_entry, slot[d], acc);
     if (--left == 0) {
-      reduce_and_store<kTiles>(p, acc, red, team, group * kTiles);
+      reduce_and_store<kTiles, kSwiglu>(p, acc, red, team, group * kTiles);
 #pragma unroll
       for (int tt = 0; tt < kTiles; ++tt)
 #pragma unroll
@@ -384,11 +385,11 @@ struct KernelSlot {
   std::atomic<int> per_sm[kMaxWarps + 1];
 };
 
-template <typename Act, int kTiles, bool kSpecial, bool kFullK>
+template <typename Act, int kTiles, bool kSpecial, bool kFullK, bool kSwiglu>
 cudaError_t launch_one(const Params& p, int warps, int multiprocessors, bool chained,
                        cudaStream_t stream) {
   static KernelSlot slot;
-  const auto kernel = mxfp4_gemv_kernel<Act, kTiles, kSpecial, kFullK>;
+  const auto kernel = mxfp4_gemv_kernel<Act, kTiles, kSpecial, kFullK, kSwiglu>;
   const size_t smem = shared_bytes<kTiles>(warps);
   if (slot.opt_in.load() == 0) {
     int device = 0, most = 0;
@@ -415,23 +416,25 @@ cudaError_t launch_one(const Params& p, int warps, int multiprocessors, bool cha
 
 // The instantiated configurations: tiles 2 (the default: two tiles share each activation
 // load, halving the L2 -> SM activation traffic) and 1 (the benchmark's --sweep), each with
-// the fast and the exact scale path, and with and without the whole-chunk activation loads.
-template <typename Act, int kTiles>
+// the fast and the exact scale path, and with and without the whole-chunk activation loads;
+// the SwiGLU epilogue with two tiles only.
+template <typename Act, int kTiles, bool kSwiglu>
 cudaError_t launch_tiles(const Params& p, int warps, bool special, bool full_k, int sms, bool chained,
                          cudaStream_t stream) {
   if (full_k)
-    return special ? launch_one<Act, kTiles, true, true>(p, warps, sms, chained, stream)
-                   : launch_one<Act, kTiles, false, true>(p, warps, sms, chained, stream);
-  return special ? launch_one<Act, kTiles, true, false>(p, warps, sms, chained, stream)
-                 : launch_one<Act, kTiles, false, false>(p, warps, sms, chained, stream);
+    return special ? launch_one<Act, kTiles, true, true, kSwiglu>(p, warps, sms, chained, stream)
+                   : launch_one<Act, kTiles, false, true, kSwiglu>(p, warps, sms, chained, stream);
+  return special ? launch_one<Act, kTiles, true, false, kSwiglu>(p, warps, sms, chained, stream)
+                 : launch_one<Act, kTiles, false, false, kSwiglu>(p, warps, sms, chained, stream);
 }
 
 template <typename Act>
 cudaError_t launch_for(const Params& p, int tiles, int warps, bool special, int sms, bool chained,
                        cudaStream_t stream) {
   const bool full_k = p.act_vector && p.k % int(kGemvChunkK) == 0;
-  return tiles == 2 ? launch_tiles<Act, 2>(p, warps, special, full_k, sms, chained, stream)
-                    : launch_tiles<Act, 1>(p, warps, special, full_k, sms, chained, stream);
+  if (p.swiglu) return launch_tiles<Act, 2, true>(p, warps, special, full_k, sms, chained, stream);
+  return tiles == 2 ? launch_tiles<Act, 2, false>(p, warps, special, full_k, sms, chained, stream)
+                    : launch_tiles<Act, 1, false>(p, warps, special, full_k, sms, chained, stream);
 }
 
 bool act_vector_possible(const GemvLaunch& l) {
@@ -489,7 +492,7 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   p.out_bf16 = l.output == OutputFormat::bf16;
   p.act_vector = vector_possible && l.act_vector != 0;
   p.swiglu = l.epilogue == LinearEpilogue::swiglu;
-  if (p.swiglu && l.n % 2 != 0) return cudaErrorInvalidValue;
+  if (p.swiglu && (l.n % 2 != 0 || tiles != 2)) return cudaErrorInvalidValue;
   const auto s = static_cast<cudaStream_t>(stream);
   return l.activation == ActivationFormat::bf16
              ? launch_for<__nv_bfloat16>(p, tiles, warps, l.special_scales, l.multiprocessors,
@@ -500,7 +503,7 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
 int mxfp4_gemv_binary_version() {
   cudaFuncAttributes attr{};
   const cudaError_t status =
-      cudaFuncGetAttributes(&attr, mxfp4_gemv_kernel<__nv_bfloat16, 2, false, true>);
+      cudaFuncGetAttributes(&attr, mxfp4_gemv_kernel<__nv_bfloat16, 2, false, true, false>);
   if (status != cudaSuccess) {
     cudaGetLastError();
     return -int(status);

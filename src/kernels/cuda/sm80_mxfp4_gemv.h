@@ -100,7 +100,7 @@ struct GemvLaunch {
   ActivationFormat activation = ActivationFormat::bf16;
   OutputFormat output = OutputFormat::f32;
   bool special_scales = false;
-  LinearEpilogue epilogue = LinearEpilogue::none;  // swiglu: weights packed for it
+  LinearEpilogue epilogue = LinearEpilogue::none;  // swiglu: weights packed for it, 2 tiles
   int tiles_per_cta = 0, warps = 0, team = 0;
   // Activations in 16-byte loads (rows 16-byte aligned, K x element size a multiple of 16):
   // -1 where that applies (the default), 0 never (element loads), 1 always (invalid where
