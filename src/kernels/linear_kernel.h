@@ -57,6 +57,10 @@ enum class LinearEpilogue : uint8_t {
 };
 const char* activation_format_name(ActivationFormat f);
 const char* linear_epilogue_name(LinearEpilogue e);
+// The output format that writes values in activation format f (a layer feeding the next).
+inline OutputFormat as_output_format(ActivationFormat f) {
+  return f == ActivationFormat::bf16 ? OutputFormat::bf16 : OutputFormat::f32;
+}
 const char* output_format_name(OutputFormat f);
 const char* layer_class_name(LayerClass c);
 const char* activation_rounding_name(ActivationRounding r);

@@ -31,6 +31,8 @@ class Linear {
     (void)x, (void)out, (void)stream;
     NIBBLE_THROW("layer {}: {} runs on the CPU, it has no device forward", name(), kernel_name());
   }
+  // What the layer does to its product before storing it (LinearDesc::epilogue).
+  virtual LinearEpilogue epilogue() const { return LinearEpilogue::none; }
   // Where the weights live and forward's pointers must point.
   virtual DeviceKind device() const { return DeviceKind::cpu; }
   virtual size_t n() const = 0;

@@ -310,9 +310,10 @@ LinearGroup make_linear_group(const TensorSource& tensors, const std::string& fu
   if (epilogue == LinearEpilogue::swiglu) {
     NIBBLE_CHECK(members.size() == 2 && members[0].n == members[1].n,
                  "{}: a SwiGLU epilogue needs two members of equal width (gate, up)", fused_name);
-    desc.epilogue = epilogue;
-    desc.output = options.activation == ActivationFormat::bf16 ? OutputFormat::bf16 : OutputFormat::f32;
-    if (!epilogue_served(desc, options)) desc.epilogue = LinearEpilogue::none, desc.output = OutputFormat::f32;
+    LinearDesc gated = desc;  // writes the next layer's input
+    gated.epilogue = epilogue;
+    gated.output = as_output_format(options.activation);
+    if (epilogue_served(gated, options)) desc = gated;
   }
   auto fused = std::make_unique<QuantLinear>(desc, Mxfp4HostWeights{blocks.data(), scales.data(), total, k},
                                              has_bias ? bias.data() : nullptr, options.device,
@@ -331,14 +332,13 @@ LinearGroup make_linear_group(const TensorSource& tensors, const std::string& fu
             : fmt::format(", {} in its epilogue", linear_epilogue_name(desc.epilogue)));
     record(std::move(parts[i].entry), *fused, share, plan);
   }
-  return LinearGroup(std::move(fused), std::move(widths), desc.epilogue);
+  return LinearGroup(std::move(fused), std::move(widths));
 }
 
 // ---- LinearGroup ----------------------------------------------------------------------------
 
-LinearGroup::LinearGroup(std::unique_ptr<Linear> fused, std::vector<size_t> widths,
-                         LinearEpilogue epilogue)
-    : fused_(std::move(fused)), widths_(std::move(widths)), epilogue_(epilogue) {
+LinearGroup::LinearGroup(std::unique_ptr<Linear> fused, std::vector<size_t> widths)
+    : fused_(std::move(fused)), widths_(std::move(widths)) {
   size_t c = 0;
   for (size_t n : widths_) columns_.push_back(c), c += n;
   NIBBLE_CHECK(fused_ && fused_->n() == c, "fused layer of {} rows for members of {} in all",
@@ -373,8 +373,8 @@ size_t LinearGroup::weight_bytes() const {
 }
 
 void LinearGroup::forward(const float* x, size_t m, float* out) const {
-  NIBBLE_CHECK(epilogue_ == LinearEpilogue::none, "{}: a {} epilogue runs on the device only",
-               fused_->name(), linear_epilogue_name(epilogue_));
+  NIBBLE_CHECK(epilogue() == LinearEpilogue::none, "{}: a {} epilogue runs on the device only",
+               fused_->name(), linear_epilogue_name(epilogue()));
   if (fused_) return fused_->forward(x, m, out);
   for (size_t i = 0; i < members_.size(); ++i) members_[i]->forward(x, m, out + offset(i, m));
 }

@@ -114,12 +114,11 @@ std::unique_ptr<Linear> make_linear(const TensorSource& tensors, const std::stri
 class LinearGroup {
  public:
   LinearGroup() = default;
-  LinearGroup(std::unique_ptr<Linear> fused, std::vector<size_t> widths,
-              LinearEpilogue epilogue = LinearEpilogue::none);
+  LinearGroup(std::unique_ptr<Linear> fused, std::vector<size_t> widths);
   explicit LinearGroup(std::vector<std::unique_ptr<Linear>> members);
 
   bool fused() const { return fused_ != nullptr; }
-  LinearEpilogue epilogue() const { return epilogue_; }
+  LinearEpilogue epilogue() const { return fused_ ? fused_->epilogue() : LinearEpilogue::none; }
   size_t width() const;
   size_t offset(size_t member, size_t m) const;
   size_t stride(size_t member) const;
@@ -136,7 +135,6 @@ class LinearGroup {
   std::unique_ptr<Linear> fused_;
   std::vector<std::unique_ptr<Linear>> members_;
   std::vector<size_t> widths_, columns_;  // n_i, and the first column of each member
-  LinearEpilogue epilogue_ = LinearEpilogue::none;
 };
 
 struct LinearGroupMember {

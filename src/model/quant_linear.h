@@ -18,6 +18,7 @@ class QuantLinear final : public Linear {
   void forward(const float* x, size_t m, float* out) const override;
   void forward_on_device(const ActivationView& x, const OutputView& out,
                          void* stream) const override;
+  LinearEpilogue epilogue() const override { return linear_.desc().epilogue; }
   DeviceKind device() const override { return device_; }
   size_t n() const override { return linear_.desc().n; }
   size_t k() const override { return linear_.desc().k; }

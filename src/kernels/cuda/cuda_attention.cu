@@ -165,25 +165,24 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   if (!s_last) return;
   __threadfence();
   const float* parts = p.scratch + row * p.splits * (d + 2);
-  __shared__ float s_part_max[kAttentionMaxSplits], s_part_weight[kAttentionMaxSplits];
+  __shared__ float s_part_max[kAttentionMaxSplits], s_part_sum[kAttentionMaxSplits];
+  __shared__ float s_part_weight[kAttentionMaxSplits];
   if (threadIdx.x < splits) {
     s_part_max[threadIdx.x] = __ldcg(parts + threadIdx.x * (d + 2));
-    s_part_weight[threadIdx.x] = __ldcg(parts + threadIdx.x * (d + 2) + 1);  // its sum, for now
+    s_part_sum[threadIdx.x] = __ldcg(parts + threadIdx.x * (d + 2) + 1);
   }
   __syncthreads();
   // An empty split (sum 0, max -inf) weighs nothing.
   float merged_max = -INFINITY;
   for (size_t z = 0; z < splits; ++z)
-    if (s_part_weight[z] > 0.0f) merged_max = fmaxf(merged_max, s_part_max[z]);
+    if (s_part_sum[z] > 0.0f) merged_max = fmaxf(merged_max, s_part_max[z]);
+  if (threadIdx.x < splits)
+    s_part_weight[threadIdx.x] =
+        s_part_sum[threadIdx.x] > 0.0f ? expf(s_part_max[threadIdx.x] - merged_max) : 0.0f;
+  __syncthreads();
   float merged_sum = 0.0f;
   for (size_t z = 0; z < splits; ++z)
-    if (s_part_weight[z] > 0.0f) merged_sum += s_part_weight[z] * expf(s_part_max[z] - merged_max);
-  __syncthreads();  // every thread has read the sums before they become weights
-  if (threadIdx.x < splits) {
-    const float sum = s_part_weight[threadIdx.x];
-    s_part_weight[threadIdx.x] = sum > 0.0f ? expf(s_part_max[threadIdx.x] - merged_max) : 0.0f;
-  }
-  __syncthreads();
+    if (s_part_sum[z] > 0.0f) merged_sum += s_part_sum[z] * s_part_weight[z];
   const float inv = 1.0f / merged_sum;
   for (size_t i = threadIdx.x; i < d; i += blockDim.x) {
     float o = 0.0f;

@@ -21,8 +21,8 @@ GemvPacked mxfp4_gemv_pack(const Mxfp4HostWeights& src, LinearEpilogue epilogue)
   const bool paired = epilogue == LinearEpilogue::swiglu;
   NIBBLE_CHECK(!paired || src.n % 2 == 0, "a SwiGLU pack needs an even row count, not {}", src.n);
   const size_t half = src.n / 2;
-  packed.n_pad = paired ? (half + kGemvRowPad / 2 - 1) / (kGemvRowPad / 2) * kGemvRowPad
-                        : (src.n + kGemvRowPad - 1) / kGemvRowPad * kGemvRowPad;
+  // Paired, the halves pad to 16 rows: the same N padded to 32.
+  packed.n_pad = (src.n + kGemvRowPad - 1) / kGemvRowPad * kGemvRowPad;
   packed.k_chunks = (src.k + kGemvChunkK - 1) / kGemvChunkK;
   const size_t tiles = packed.n_pad / kGemvRowsPerTile;
   packed.weights.assign(tiles * packed.k_chunks * 512, 0);

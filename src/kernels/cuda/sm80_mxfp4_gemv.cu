@@ -34,8 +34,6 @@ struct Params {
   int n, k, m, k_chunks, n_groups;  // n_groups: tile groups of kTiles tiles
   int team;                         // warps per group (a power of two dividing the CTA's)
   bool out_bf16, act_vector;
-  bool swiglu;  // LinearEpilogue::swiglu: rows paired (sm80_mxfp4_gemv.h), out [m, n / 2]
-                // (the kernel's kSwiglu: the plain kernels carry no code for it)
 };
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
@@ -428,11 +426,12 @@ cudaError_t launch_tiles(const Params& p, int warps, bool special, bool full_k, 
                  : launch_one<Act, kTiles, false, false, kSwiglu>(p, warps, sms, chained, stream);
 }
 
+// swiglu: the LinearEpilogue::swiglu kernels (kSwiglu; the plain ones carry no code for it).
 template <typename Act>
-cudaError_t launch_for(const Params& p, int tiles, int warps, bool special, int sms, bool chained,
-                       cudaStream_t stream) {
+cudaError_t launch_for(const Params& p, int tiles, int warps, bool special, bool swiglu, int sms,
+                       bool chained, cudaStream_t stream) {
   const bool full_k = p.act_vector && p.k % int(kGemvChunkK) == 0;
-  if (p.swiglu) return launch_tiles<Act, 2, true>(p, warps, special, full_k, sms, chained, stream);
+  if (swiglu) return launch_tiles<Act, 2, true>(p, warps, special, full_k, sms, chained, stream);
   return tiles == 2 ? launch_tiles<Act, 2, false>(p, warps, special, full_k, sms, chained, stream)
                     : launch_tiles<Act, 1, false>(p, warps, special, full_k, sms, chained, stream);
 }
@@ -491,13 +490,14 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   p.team = team;
   p.out_bf16 = l.output == OutputFormat::bf16;
   p.act_vector = vector_possible && l.act_vector != 0;
-  p.swiglu = l.epilogue == LinearEpilogue::swiglu;
-  if (p.swiglu && (l.n % 2 != 0 || tiles != 2)) return cudaErrorInvalidValue;
+  const bool swiglu = l.epilogue == LinearEpilogue::swiglu;
+  if (swiglu && (l.n % 2 != 0 || tiles != 2)) return cudaErrorInvalidValue;
   const auto s = static_cast<cudaStream_t>(stream);
   return l.activation == ActivationFormat::bf16
-             ? launch_for<__nv_bfloat16>(p, tiles, warps, l.special_scales, l.multiprocessors,
-                                         l.chained, s)
-             : launch_for<float>(p, tiles, warps, l.special_scales, l.multiprocessors, l.chained, s);
+             ? launch_for<__nv_bfloat16>(p, tiles, warps, l.special_scales, swiglu,
+                                         l.multiprocessors, l.chained, s)
+             : launch_for<float>(p, tiles, warps, l.special_scales, swiglu, l.multiprocessors,
+                                 l.chained, s);
 }
 
 int mxfp4_gemv_binary_version() {

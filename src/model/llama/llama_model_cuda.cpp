@@ -33,9 +33,6 @@ size_t attention_splits(size_t capacity) {
 
 size_t activation_bytes(ActivationFormat f) { return f == ActivationFormat::bf16 ? 2 : 4; }
 
-OutputFormat as_output(ActivationFormat f) {
-  return f == ActivationFormat::bf16 ? OutputFormat::bf16 : OutputFormat::f32;
-}
 
 }  // namespace
 
@@ -222,7 +219,7 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
   auto* kv = static_cast<CudaKvStorage*>(cache.storage());
   const cudaStream_t s = context_->stream();
   const ActivationFormat act = activation_;
-  const OutputFormat act_out = as_output(act);
+  const OutputFormat act_out = as_output_format(act);
   float* x = x_.as<float>();
   float* delta = delta_.as<float>();
   float* qkv = qkv_.as<float>();
