@@ -61,6 +61,10 @@ const char* linear_epilogue_name(LinearEpilogue e);
 inline OutputFormat as_output_format(ActivationFormat f) {
   return f == ActivationFormat::bf16 ? OutputFormat::bf16 : OutputFormat::f32;
 }
+// Bytes of one activation element in format f.
+inline size_t activation_format_bytes(ActivationFormat f) {
+  return f == ActivationFormat::bf16 ? 2 : 4;
+}
 const char* output_format_name(OutputFormat f);
 const char* layer_class_name(LayerClass c);
 const char* activation_rounding_name(ActivationRounding r);

@@ -437,7 +437,7 @@ cudaError_t launch_for(const Params& p, int tiles, int warps, bool special, bool
 }
 
 bool act_vector_possible(const GemvLaunch& l) {
-  const size_t elem = l.activation == ActivationFormat::bf16 ? 2 : 4;
+  const size_t elem = activation_format_bytes(l.activation);
   return reinterpret_cast<uintptr_t>(l.act) % 16 == 0 && (l.k * elem) % 16 == 0;
 }
 

@@ -31,9 +31,6 @@ size_t attention_splits(size_t capacity) {
   return std::clamp<size_t>((capacity + 31) / 32, 1, kAttentionSplitsMax);
 }
 
-size_t activation_bytes(ActivationFormat f) { return f == ActivationFormat::bf16 ? 2 : 4; }
-
-
 }  // namespace
 
 LlamaCudaExecutor::LlamaCudaExecutor(const LlamaConfig& config, const ModelLoadOptions& options)
@@ -105,7 +102,7 @@ void LlamaCudaExecutor::bind(const LlamaModel& model) {
   final_norm_ = upload_floats(model.final_norm_, "the final norm");
   inv_freq_ = upload_floats(model.inv_freq_, "the RoPE frequencies");
 
-  const size_t m = max_m_, act = activation_bytes(activation_);
+  const size_t m = max_m_, act = activation_format_bytes(activation_);
   step_ = DeviceBuffer((1 + m) * sizeof(int32_t), "the position and token ids");
   x_ = DeviceBuffer(m * c.hidden * 4, "the residual stream");
   delta_ = DeviceBuffer(m * c.hidden * 4, "sublayer outputs");
