@@ -32,6 +32,10 @@ struct Params {
   const float* bias;
   void* out;
   int n, k, m, k_chunks, n_groups;  // n_groups: tile groups of kTiles tiles
+  // swiglu: n / 2, the output's row count. A parameter, not p.n / 2 in the epilogue: that
+  // derived value stays live across the main loop and made the kernel spill (ptxas: 80 bytes
+  // of spill loads, 8 with this).
+  int pairs;
   int team;                         // warps per group (a power of two dividing the CTA's)
   bool out_bf16, act_vector;
 };
@@ -236,14 +240,13 @@ __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&
   };
   if constexpr (kSwiglu) {
     // Registers r and r + 2 of a lane are rows g and g + 8: the gate and up terms of one pair.
-    const int half = p.n / 2;
     for (int i = mate * 32 + lane; i < kTiles * 64; i += p.team * 32) {
       const int tt = i / 64, r = (i / 32) % 2, ln = i % 32;
       float gate = team_sum((tt * 4 + r) * 32 + ln), up = team_sum((tt * 4 + r + 2) * 32 + ln);
       const int pair = (tile0 + tt) * 8 + (ln >> 2), m = 2 * (ln & 3) + r;
-      if (pair >= half || m >= p.m) continue;
-      if (p.bias) gate += p.bias[pair], up += p.bias[half + pair];
-      store_out(p, size_t(m) * half + pair, gate / (1.0f + expf(-gate)) * up);  // the models' silu
+      if (pair >= p.pairs || m >= p.m) continue;
+      if (p.bias) gate += p.bias[pair], up += p.bias[p.pairs + pair];
+      store_out(p, size_t(m) * p.pairs + pair, gate / (1.0f + expf(-gate)) * up);  // the models' silu
     }
   } else {
     for (int i = mate * 32 + lane; i < kTiles * 128; i += p.team * 32) {
@@ -485,6 +488,7 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   p.bias = l.bias;
   p.out = l.out;
   p.n = int(l.n), p.k = int(l.k), p.m = int(l.m);
+  p.pairs = int(l.n / 2);
   p.k_chunks = int(l.k_chunks);
   p.n_groups = int(l.n_pad / kGemvRowsPerTile / tiles);
   p.team = team;
