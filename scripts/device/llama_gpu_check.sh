@@ -32,7 +32,12 @@
 # Environment: OUT (default build/llama-gpu-check), CHECK_DIR (default $OUT/checkpoints),
 # NIBBLE / NIBBLE_BUNDLE, CUDA_ACTIVATIONS (f32|bf16), BOUND, BENCH=1, BENCH_ONLY=1,
 # BENCH_DIR (default build/llama3-8b-shape), BENCH_LAYERS (default "none qkv,o,mlp all"),
-# BENCH_FLAGS (more eval flags for the benchmark, e.g. "--no-cuda-graphs --no-fuse"), PYTHON,
+# BENCH_FLAGS (more eval flags for the benchmark, e.g. "--no-cuda-graphs --no-fuse"),
+# BENCH_VARIANTS (an A/B in one call: flag sets separated by ';', each run in turn for every
+# BENCH_LAYERS; a word NAME=VALUE sets an environment variable, and NIBBLE=PATH runs another
+# build, e.g. ";--no-fuse" or ";NIBBLE=ab/before/run-nibble" (this build, then the other);
+# default BENCH_FLAGS alone), BENCH_ROUNDS (default 1: rounds of the variants, alternated so
+# that clocks and heat weigh on each alike), PYTHON,
 # PROFILE=1 (with BENCH=1: Nsight Compute's time for each kernel of a decode step).
 set -uo pipefail
 
@@ -165,18 +170,31 @@ if [[ ${BENCH:-0} == 1 ]]; then
       { tail -5 "$OUT/logs/bench_synth.log"; echo "synthesizing the benchmark model FAILED"; exit 1; }
     echo "synthesized $bdir in $(( $(date +%s) - start )) s ($(du -sh "$bdir" | cut -f1))"
   fi
-  for layers in ${BENCH_LAYERS:-none qkv,o,mlp all}; do
-    log=$OUT/logs/bench_${layers//,/_}.log
-    nibble eval -m "$bdir" --device cuda --mxfp4-layers "$layers" --cuda-activations "$ACT" \
-      --tokens 1,2,3,4,5,6,7,8 --greedy 128 ${BENCH_FLAGS:-} > "$log" 2>&1
-    speed=$(sed -n 's/.*generated \([0-9]*\) tokens, \([0-9.]*\) tokens\/s, \([0-9.]*\) ms\/token.*/\2 | \3/p' "$log")
-    floor=$(sed -n 's/^floor: \([0-9.]*\) MiB .* copy \([0-9]*\) GB\/s .* = \([0-9.]*\) ms\/token; decode at \([0-9]*\) %.*/\1 | \2 | \3 | \4 %/p' "$log")
-    if [[ -n $speed && -n $floor ]]; then
-      bench_rows+=("| $layers ${BENCH_FLAGS:-} | $speed | $floor |")
-    else
-      bench_rows+=("| $layers | FAILED: $(tail -1 "$log") | | | | |")
-      failed=1
-    fi
+  IFS=';' read -ra variants <<< "${BENCH_VARIANTS:-${BENCH_FLAGS:-}}"
+  ((${#variants[@]})) || variants=("")
+  for ((round = 1; round <= ${BENCH_ROUNDS:-1}; ++round)); do
+    for v in "${!variants[@]}"; do
+      envs=() flags=() cmd=$NIBBLE_CMD
+      for word in ${variants[v]}; do
+        if [[ $word == NIBBLE=* ]]; then cmd=${word#NIBBLE=}
+        elif [[ $word == [A-Za-z_]*=* ]]; then envs+=("$word")
+        else flags+=("$word"); fi
+      done
+      for layers in ${BENCH_LAYERS:-none qkv,o,mlp all}; do
+        log=$OUT/logs/bench_${layers//,/_}_v${v}_r${round}.log
+        env "${envs[@]}" "$cmd" eval -m "$bdir" --device cuda --mxfp4-layers "$layers" \
+          --cuda-activations "$ACT" --tokens 1,2,3,4,5,6,7,8 --greedy 128 "${flags[@]}" > "$log" 2>&1
+        speed=$(sed -n 's/.*generated \([0-9]*\) tokens, \([0-9.]*\) tokens\/s, \([0-9.]*\) ms\/token.*/\2 | \3/p' "$log")
+        floor=$(sed -n 's/^floor: \([0-9.]*\) MiB .* copy \([0-9]*\) GB\/s .* = \([0-9.]*\) ms\/token; decode at \([0-9]*\) %.*/\1 | \2 | \3 | \4 %/p' "$log")
+        name="$layers${variants[v]:+ ${variants[v]}}$( ((${BENCH_ROUNDS:-1} > 1)) && echo " (round $round)")"
+        if [[ -n $speed && -n $floor ]]; then
+          bench_rows+=("| $name | $speed | $floor |")
+        else
+          bench_rows+=("| $name | FAILED: $(tail -1 "$log") | | | | |")
+          failed=1
+        fi
+      done
+    done
   done
 fi
 
