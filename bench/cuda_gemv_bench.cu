@@ -19,7 +19,8 @@
 //     first weight loads and decode table overlap the launch before it.
 // Floor = (packed weight + scale + activation + output bytes) / copy bandwidth.
 // --sweep also times configurations of ours (tiles per CTA, warps per CTA, warps per team).
-// --llama: the decode products of a Llama-3-8B-shaped model instead of the issue's shapes.
+// --llama: the decode products of a Llama-3-8B-shaped model instead of the issue's shapes,
+// gate|up twice: plain, and with the SwiGLU epilogue as the model runs it (output N/2 rows).
 #include <CLI/CLI.hpp>
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -154,6 +155,7 @@ __global__ void read_kernel(const uint4* __restrict__ w, size_t n, const uint4* 
 struct Shape {
   size_t n, k;
   const char* name;
+  nibble::LinearEpilogue epilogue = nibble::LinearEpilogue::none;
 };
 
 struct Result {
@@ -260,8 +262,11 @@ int main(int argc, char** argv) {
                                {2880, 4096, "o 2880x4096"},     {5760, 2880, "gate_up 5760x2880"},
                                {2880, 2880, "down 2880x2880"},  {201088, 2880, "lm_head 201088x2880"}};
   if (llama)
-    shapes = {{6144, 4096, "llama qkv 6144x4096"},       {4096, 4096, "llama o 4096x4096"},
-              {28672, 4096, "llama gate_up 28672x4096"}, {4096, 14336, "llama down 4096x14336"},
+    shapes = {{6144, 4096, "llama qkv 6144x4096"},
+              {4096, 4096, "llama o 4096x4096"},
+              {28672, 4096, "llama gate_up 28672x4096"},
+              {28672, 4096, "llama gate_up+silu 28672x4096", LinearEpilogue::swiglu},
+              {4096, 14336, "llama down 4096x14336"},
               {128256, 4096, "llama lm_head 128256x4096"}};
   if (quick) shapes.resize(2);
   std::erase_if(shapes, [&](const Shape& s) { return std::string(s.name).find(only) == std::string::npos; });
@@ -279,7 +284,9 @@ int main(int argc, char** argv) {
     std::vector<uint8_t> blocks(s.n * bpr * 16), scales(s.n * bpr);
     fill_random(blocks.data(), blocks.size());
     for (auto& e : scales) e = uint8_t(118 + next_random() % 17);
-    const GemvPacked packed = mxfp4_gemv_pack({blocks.data(), scales.data(), s.n, s.k});
+    const bool swiglu = s.epilogue == LinearEpilogue::swiglu;
+    const size_t out_rows = swiglu ? s.n / 2 : s.n;
+    const GemvPacked packed = mxfp4_gemv_pack({blocks.data(), scales.data(), s.n, s.k}, s.epilogue);
     const size_t packed_bytes = packed.weights.size() + packed.scales.size();
     const size_t copies = std::max<size_t>(2, (kRotateBytes + packed_bytes - 1) / packed_bytes);
     std::vector<void*> w(copies), sc(copies);
@@ -330,6 +337,7 @@ int main(int argc, char** argv) {
       l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
       l.activation = f32_act ? ActivationFormat::f32 : ActivationFormat::bf16;
       l.output = OutputFormat::bf16;
+      l.epilogue = s.epilogue;
       l.multiprocessors = prop.multiProcessorCount;
       const auto ours = [&](int tiles, int warps, int team, int act_vector = -1, bool chained = false) {
         GemvLaunch li = l;
@@ -349,14 +357,15 @@ int main(int argc, char** argv) {
         std::printf("  sweep %-22s M=%zu:", s.name, m);
         for (int tiles : {1, 2})
           for (int team : {1, 2, 4, 8, 16})
-            std::printf(" t%dw16g%d=%.2f", tiles, team, ours(tiles, 16, team));
+            if (tiles == 2 || !swiglu)  // the epilogue pairs rows across two tiles
+              std::printf(" t%dw16g%d=%.2f", tiles, team, ours(tiles, 16, team));
         for (int warps : {4, 8})
           std::printf(" t2w%dg%d=%.2f", warps, warps, ours(2, warps, warps));
         std::printf("  (default t%dw%dg%d)\n", r.tiles, r.warps, r.team);
       }
       r.cublas_us = lt.best_us(stream, s.n, s.k, m, wb, act, out, std::max(5, reps / 3), calls);
       r.bytes = double(packed.n_pad) / packed.n_pad * (double(s.n) * s.k / 2 + double(s.n) * bpr) +
-                double(m) * s.k * act_bytes + double(m) * s.n * 2;
+                double(m) * s.k * act_bytes + double(m) * out_rows * 2;
       r.floor_us = r.bytes / bw * 1e6;
       results.push_back(r);
     }
