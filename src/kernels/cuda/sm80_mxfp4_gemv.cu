@@ -32,9 +32,8 @@ struct Params {
   const float* bias;
   void* out;
   int n, k, m, k_chunks, n_groups;  // n_groups: tile groups of kTiles tiles
-  // swiglu: n / 2, the output's row count. A parameter, not p.n / 2 in the epilogue: that
-  // derived value stays live across the main loop and made the kernel spill (ptxas: 80 bytes
-  // of spill loads, 8 with this).
+  // swiglu: n / 2, the output's row count. A parameter because with p.n / 2 computed in the
+  // epilogue the SwiGLU kernels spilled (ptxas: 80 bytes of spill loads; 8 with this).
   int pairs;
   int team;                         // warps per group (a power of two dividing the CTA's)
   bool out_bf16, act_vector;
