@@ -284,8 +284,9 @@ int main(int argc, char** argv) {
     std::vector<uint8_t> blocks(s.n * bpr * 16), scales(s.n * bpr);
     fill_random(blocks.data(), blocks.size());
     for (auto& e : scales) e = uint8_t(118 + next_random() % 17);
+    LinearDesc desc;
+    desc.n = s.n, desc.k = s.k, desc.epilogue = s.epilogue;
     const bool swiglu = s.epilogue == LinearEpilogue::swiglu;
-    const size_t out_rows = swiglu ? s.n / 2 : s.n;
     const GemvPacked packed = mxfp4_gemv_pack({blocks.data(), scales.data(), s.n, s.k}, s.epilogue);
     const size_t packed_bytes = packed.weights.size() + packed.scales.size();
     const size_t copies = std::max<size_t>(2, (kRotateBytes + packed_bytes - 1) / packed_bytes);
@@ -364,8 +365,8 @@ int main(int argc, char** argv) {
         std::printf("  (default t%dw%dg%d)\n", r.tiles, r.warps, r.team);
       }
       r.cublas_us = lt.best_us(stream, s.n, s.k, m, wb, act, out, std::max(5, reps / 3), calls);
-      r.bytes = double(packed.n_pad) / packed.n_pad * (double(s.n) * s.k / 2 + double(s.n) * bpr) +
-                double(m) * s.k * act_bytes + double(m) * out_rows * 2;
+      r.bytes = double(s.n) * s.k / 2 + double(s.n) * bpr + double(m) * s.k * act_bytes +
+                double(m) * desc.out_features() * 2;
       r.floor_us = r.bytes / bw * 1e6;
       results.push_back(r);
     }
