@@ -53,8 +53,10 @@ struct ModelFlags {
                        "~1e-5 relative to the CPU) or bf16 (one rounding, ~1e-2)")
         ->capture_default_str();
     command.add_flag("--no-fuse", no_fuse,
-                     "run q, k, v (and gate, up) as separate products; by default layers that "
-                     "read one input run as one MXFP4 product when all of them are MXFP4");
+                     "run q, k, v (and gate, up) as separate products, and on cuda every "
+                     "RMSNorm as its own kernel; by default layers that read one input run as "
+                     "one MXFP4 product when all of them are MXFP4, and a norm between two "
+                     "MXFP4 products is folded into them");
     command.add_flag("--no-cuda-graphs", no_cuda_graphs,
                      "on cuda, launch every kernel from the host; by default each forward "
                      "shape is captured once as a CUDA graph and replayed");

@@ -111,15 +111,44 @@ class PreparedWeights {
   virtual size_t bytes() const = 0;
 };
 
+// An RMSNorm between two products, folded into them by kernels that say
+// supports_folded_norm() (a model's forward then launches no norm kernel there):
+//   the product before it (OutputView::norm): x[m, :] += its product (the residual add, in
+//     place), out[m, :] = weight * x[m, :] in out.format, and partials[m][j] = the sum of
+//     x[m, c]^2 over c = 8j .. 8j + 7 (c < n);
+//   the product after it (ActivationView::norm) reads that out as its activations and scales
+//     row m of its product by 1 / sqrt(sum_j partials[m][j] / n + eps) before the bias: the
+//     norm's scale, applied after the (linear) product instead of before it.
+// The norm's arithmetic is the rms_norm kernel's (cuda_norm.h) up to the order of the sums.
+struct FoldedNorm {
+  float* partials = nullptr;      // [m][folded_norm_slots(n)] F32, device; null: no norm here
+  size_t n = 0;                   // the normalised width (the residual stream's)
+  float eps = 1e-5f;
+  float* residual = nullptr;      // the product before it: x [m, n] F32, device
+  const float* weight = nullptr;  // the product before it: the norm's weight [n] F32, device
+};
+inline size_t folded_norm_slots(size_t n) { return (n + 7) / 8; }
+
 struct ActivationView {
   const void* data = nullptr;
   size_t m = 0;
   ActivationFormat format = ActivationFormat::f32;
+  FoldedNorm norm;  // partials set: data is weight * x, rows still to be scaled (above)
+
+  ActivationView() = default;
+  ActivationView(const void* d, size_t rows, ActivationFormat f, FoldedNorm folded = {})
+      : data(d), m(rows), format(f), norm(folded) {}
 };
 
+// With a folded norm (norm.partials set) `data` receives the norm's output, in `format`, and
+// the product itself goes into norm.residual.
 struct OutputView {
   void* data = nullptr;
   OutputFormat format = OutputFormat::f32;
+  FoldedNorm norm;
+
+  OutputView() = default;
+  OutputView(void* d, OutputFormat f, FoldedNorm folded = {}) : data(d), format(f), norm(folded) {}
 };
 
 class LinearKernel {
@@ -135,6 +164,9 @@ class LinearKernel {
   // Whether it applies `e` (the registry asks it before can_implement); most kernels store
   // the plain product only.
   virtual bool supports_epilogue(LinearEpilogue e) const { return e == LinearEpilogue::none; }
+  // Whether apply() takes a FoldedNorm on either side (a plain product's output, any
+  // product's activations).
+  virtual bool supports_folded_norm() const { return false; }
   // Runs once per layer after loading. `bias` (host, F32, n values) may be null.
   virtual std::unique_ptr<PreparedWeights> prepare(const LinearDesc& layer,
                                                    const Mxfp4HostWeights& weights,

@@ -342,17 +342,28 @@ void Mxfp4Linear::forward(const ActivationView& act, const OutputView& out, void
   NIBBLE_CHECK(act.format == layer_.activation, "layer {}: {} activations given, {} declared",
                layer_.name, activation_format_name(act.format),
                activation_format_name(layer_.activation));
-  NIBBLE_CHECK(out.format == layer_.output, "layer {}: {} output given, {} declared", layer_.name,
+  // With a folded norm, out is the norm's output, in any format (linear_kernel.h).
+  NIBBLE_CHECK(out.norm.partials || out.format == layer_.output,
+               "layer {}: {} output given, {} declared", layer_.name,
                output_format_name(out.format), output_format_name(layer_.output));
   if (layer_.n == 0) return;
   NIBBLE_CHECK(out.data != nullptr, "layer {}: null output", layer_.name);
   NIBBLE_CHECK(act.data != nullptr || layer_.k == 0, "layer {}: null activations", layer_.name);
   for (size_t i = 0; i < choices_.size(); ++i)
     if (act.m >= choices_[i].min_m && act.m <= choices_[i].max_m) {
+      NIBBLE_CHECK((!act.norm.partials && !out.norm.partials) ||
+                       choices_[i].kernel->supports_folded_norm(),
+                   "layer {}: {} was given a folded norm, which it does not apply", layer_.name,
+                   choices_[i].kernel->name());
       choices_[i].kernel->apply(layer_, *prepared_[i], act, out, stream);
       return;
     }
   NIBBLE_THROW("layer {}: no kernel chosen for M={}", layer_.name, act.m);
+}
+
+bool Mxfp4Linear::folds_norm() const {
+  return std::all_of(choices_.begin(), choices_.end(),
+                     [](const KernelChoice& c) { return c.kernel->supports_folded_norm(); });
 }
 
 std::string Mxfp4Linear::describe() const {

@@ -107,6 +107,8 @@ class Mxfp4Linear {
   void forward(const ActivationView& act, const OutputView& out, void* stream = nullptr) const;
   const LinearDesc& desc() const { return layer_; }
   const std::vector<KernelChoice>& choices() const { return choices_; }
+  // Whether every chosen kernel takes a FoldedNorm (linear_kernel.h).
+  bool folds_norm() const;
   // "layer -> kernel (M a..b): why" lines, for --log-kernels.
   std::string describe() const;
   // Bytes held by the prepared copies (each shared layout counted once).

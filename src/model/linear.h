@@ -33,6 +33,8 @@ class Linear {
   }
   // What the layer does to its product before storing it (LinearDesc::epilogue).
   virtual LinearEpilogue epilogue() const { return LinearEpilogue::none; }
+  // Whether forward_on_device takes a FoldedNorm in its views (kernels/linear_kernel.h).
+  virtual bool folds_norm() const { return false; }
   // Where the weights live and forward's pointers must point.
   virtual DeviceKind device() const { return DeviceKind::cpu; }
   virtual size_t n() const = 0;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -381,12 +382,19 @@ void LinearGroup::forward(const float* x, size_t m, float* out) const {
 
 void LinearGroup::forward_on_device(const ActivationView& x, const OutputView& out,
                                     void* stream) const {
+  NIBBLE_CHECK(!out.norm.partials, "{}: a group's output takes no folded norm",
+               linears().front()->name());
   if (fused_) return fused_->forward_on_device(x, out, stream);
   NIBBLE_CHECK(out.format == OutputFormat::f32, "{}: a group's members write F32",
                members_.front()->name());
   float* rows = static_cast<float*>(out.data);
   for (size_t i = 0; i < members_.size(); ++i)
     members_[i]->forward_on_device(x, OutputView{rows + offset(i, x.m), OutputFormat::f32}, stream);
+}
+
+bool LinearGroup::folds_norm() const {
+  const auto all = linears();
+  return !all.empty() && std::all_of(all.begin(), all.end(), [](const Linear* l) { return l->folds_norm(); });
 }
 
 std::string summarize_plan(const std::vector<LinearPlanEntry>& plan) {

@@ -33,7 +33,8 @@ struct ModelLoadOptions {
   // (default: exact to ~2^-16 through two BF16 terms) or BF16 (--cuda-activations bf16).
   ActivationFormat activation = ActivationFormat::f32;
   // Layers that read one input (q, k, v; gate, up) run as one product when all are MXFP4
-  // (make_linear_group); false keeps them apart (--no-fuse), for comparison.
+  // (make_linear_group), and the CUDA executor folds a norm between two products into them
+  // (FoldedNorm); false keeps them apart (--no-fuse), for comparison.
   bool fuse_linears = true;
   // The CUDA executor replays each decode shape's forward as a CUDA graph (--no-cuda-graphs:
   // launch every kernel from the host each time).
@@ -127,6 +128,9 @@ class LinearGroup {
   // Device layers: x on the device -> out on the device: [x.m, width()] F32, or with the
   // epilogue [x.m, n_0] in the activation format.
   void forward_on_device(const ActivationView& x, const OutputView& out, void* stream) const;
+  // Whether every layer it runs reads activations with a FoldedNorm (the group is never the
+  // product before one: its output is not the residual stream's width).
+  bool folds_norm() const;
   // The layers it runs: the fused one, or the members.
   std::vector<const Linear*> linears() const;
   size_t weight_bytes() const;

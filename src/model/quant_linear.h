@@ -19,6 +19,7 @@ class QuantLinear final : public Linear {
   void forward_on_device(const ActivationView& x, const OutputView& out,
                          void* stream) const override;
   LinearEpilogue epilogue() const override { return linear_.desc().epilogue; }
+  bool folds_norm() const override { return device_ != DeviceKind::cpu && linear_.folds_norm(); }
   DeviceKind device() const override { return device_; }
   size_t n() const override { return linear_.desc().n; }
   size_t k() const override { return linear_.desc().k; }

@@ -4,9 +4,11 @@
 // kernel's reason; without CUDA compiled in, one visible skip says so.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -211,6 +213,154 @@ TEST(Sm80Mxfp4GemvSwiglu, MatchesThePlainProductThenSilu) {
         EXPECT_EQ(bad, 0u);
         for (size_t b = m * half * out_elem; b < got.size(); ++b)
           ASSERT_EQ(got[b], 0xff) << "byte " << b << " past the output was written";
+      }
+}
+
+template <typename T>
+std::vector<T> download(const DeviceArray<uint8_t>& d, size_t count) {
+  std::vector<T> host(count);
+  NIBBLE_CUDA_CHECK(cudaMemcpy(host.data(), d.ptr, count * sizeof(T), cudaMemcpyDeviceToHost));
+  return host;
+}
+template <typename T>
+void upload(const DeviceArray<uint8_t>& d, const std::vector<T>& host) {
+  NIBBLE_CUDA_CHECK(cudaMemcpy(d.ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+}
+float activation_at(const std::vector<uint8_t>& bytes, ActivationFormat f, size_t i) {
+  return f == ActivationFormat::bf16 ? bf16_to_f32(reinterpret_cast<const uint16_t*>(bytes.data())[i])
+                                     : reinterpret_cast<const float*>(bytes.data())[i];
+}
+
+// An RMSNorm folded into the products around it (FoldedNorm): the product before it (width H,
+// odd and not a multiple of 8 included) must add its plain product to the residual exactly,
+// write weight * x in the activation format exactly, and each 8-column sum of squares; the
+// products after it (plain, with a bias, and with the SwiGLU epilogue) must equal their plain
+// product of the same activations times the norm's scale, plus the bias. Outputs and partial
+// sums poisoned past their ends, both activation formats, M = 1, 3, 8.
+TEST(Sm80Mxfp4GemvFoldedNorm, ProductsAroundTheNormMatchItsArithmetic) {
+  const DeviceInfo device = test_device();
+  const auto kernel = make_sm80_mxfp4_gemv_kernel();
+  if (const Check s = kernel->is_supported(device); !s.ok)
+    GTEST_SKIP() << kernel->name() << " is not supported here: " << s.reason;
+  ASSERT_TRUE(kernel->supports_folded_norm());
+  const uint64_t seed = test::linear_test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const float eps = 1e-5f;
+  size_t index = 0;
+  for (auto [hidden, k] : {std::pair<size_t, size_t>{100, 172}, {2881, 2880}, {4096, 512}})
+    for (size_t m : {1, 3, 8})
+      for (ActivationFormat act : {ActivationFormat::bf16, ActivationFormat::f32}) {
+        ++index;
+        SCOPED_TRACE(testing::Message() << "H=" << hidden << " K=" << k << " M=" << m << " "
+                                        << activation_format_name(act));
+        const OutputFormat act_out = as_output_format(act);
+        const size_t elem = activation_format_bytes(act), slots = folded_norm_slots(hidden);
+        std::mt19937_64 rng(seed + index);
+        std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+
+        // The product before the norm, its plain output first.
+        const test::RandomLinear before =
+            test::make_random_linear({hidden, k, m, true, act, OutputFormat::f32}, seed + 100 * index);
+        const auto before_prepared = kernel->prepare(before.desc, before.weights(), before.bias.data());
+        std::vector<float> plain(m * hidden, std::numeric_limits<float>::quiet_NaN());
+        cuda_apply(*kernel, before.desc, *before_prepared, before.act.data(), before.act.size(), m,
+                   plain.data(), plain.size() * sizeof(float));
+        std::vector<float> x0(m * hidden), weight(hidden);
+        for (float& v : x0) v = uniform(rng);
+        for (float& v : weight) v = uniform(rng);
+        const size_t tail = 40;  // poisoned values past each output
+        DeviceArray<uint8_t> d_act(before.act.size()), d_x(m * hidden * 4), d_w(hidden * 4),
+            d_normed((m * hidden + tail) * elem), d_partials((m * slots + tail) * 4);
+        upload(d_act, before.act), upload(d_x, x0), upload(d_w, weight);
+        NIBBLE_CUDA_CHECK(cudaMemset(d_normed.ptr, 0xff, (m * hidden + tail) * elem));
+        NIBBLE_CUDA_CHECK(cudaMemset(d_partials.ptr, 0xff, (m * slots + tail) * 4));
+        const FoldedNorm fold{reinterpret_cast<float*>(d_partials.ptr), hidden, eps,
+                              reinterpret_cast<float*>(d_x.ptr), reinterpret_cast<const float*>(d_w.ptr)};
+        kernel->apply(before.desc, *before_prepared, ActivationView{d_act.ptr, m, act},
+                      OutputView{d_normed.ptr, act_out, fold}, nullptr);
+        NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
+        const auto x = download<float>(d_x, m * hidden);
+        const auto normed = download<uint8_t>(d_normed, (m * hidden + tail) * elem);
+        const auto partials = download<uint32_t>(d_partials, m * slots + tail);
+        size_t bad = 0;
+        std::vector<double> squares(m, 0.0);
+        for (size_t row = 0; row < m; ++row)
+          for (size_t c = 0; c < hidden; ++c) {
+            const size_t i = row * hidden + c;
+            const float want_x = x0[i] + plain[i], want_out = weight[c] * want_x;
+            const float want_normed = act == ActivationFormat::bf16 ? bf16_to_f32(f32_to_bf16(want_out)) : want_out;
+            if ((x[i] != want_x || activation_at(normed, act, i) != want_normed) && bad++ < 5)
+              ADD_FAILURE() << "m=" << row << " column " << c << ": x " << x[i] << " (want "
+                            << want_x << "), out " << activation_at(normed, act, i) << " (want "
+                            << want_normed << ")";
+            squares[row] += double(want_x) * want_x;
+          }
+        for (size_t row = 0; row < m; ++row)
+          for (size_t j = 0; j < slots; ++j) {
+            double want = 0.0;
+            for (size_t c = 8 * j; c < std::min(hidden, 8 * j + 8); ++c)
+              want += double(x[row * hidden + c]) * x[row * hidden + c];
+            const float have = std::bit_cast<float>(partials[row * slots + j]);
+            if (!(std::fabs(have - want) <= 1e-6 * want + 1e-30) && bad++ < 5)
+              ADD_FAILURE() << "m=" << row << " slot " << j << ": " << have << ", want " << want;
+          }
+        EXPECT_EQ(bad, 0u);
+        for (size_t b = m * hidden * elem; b < normed.size(); ++b)
+          ASSERT_EQ(normed[b], 0xff) << "byte " << b << " past the norm's output was written";
+        for (size_t i = m * slots; i < partials.size(); ++i)
+          ASSERT_EQ(partials[i], 0xffffffffu) << "partial sum " << i << " past the end was written";
+
+        // The products after it: their plain product of `normed`, times the norm's scale.
+        for (LinearEpilogue epilogue : {LinearEpilogue::none, LinearEpilogue::swiglu}) {
+          SCOPED_TRACE(linear_epilogue_name(epilogue));
+          const size_t n = epilogue == LinearEpilogue::swiglu ? 2 * 67 : 131;
+          test::RandomLinear after =
+              test::make_random_linear({n, hidden, m, true, act, act_out}, seed + 100 * index + 7);
+          after.desc.epilogue = epilogue;
+          LinearDesc no_bias = after.desc;
+          no_bias.has_bias = false, no_bias.epilogue = LinearEpilogue::none, no_bias.output = OutputFormat::f32;
+          const auto plain_prepared = kernel->prepare(no_bias, after.weights(), nullptr);
+          std::vector<uint8_t> normed_rows(normed.begin(), normed.begin() + m * hidden * elem);
+          std::vector<float> product(m * n, std::numeric_limits<float>::quiet_NaN());
+          cuda_apply(*kernel, no_bias, *plain_prepared, normed_rows.data(), normed_rows.size(), m,
+                     product.data(), product.size() * sizeof(float));
+
+          const auto prepared = kernel->prepare(after.desc, after.weights(), after.bias.data());
+          const size_t out_n = after.desc.out_features(), out_elem = activation_format_bytes(act);
+          DeviceArray<uint8_t> d_out((m * out_n + tail) * out_elem);
+          NIBBLE_CUDA_CHECK(cudaMemset(d_out.ptr, 0xff, (m * out_n + tail) * out_elem));
+          kernel->apply(after.desc, *prepared,
+                        ActivationView{d_normed.ptr, m, act, FoldedNorm{fold.partials, hidden, eps}},
+                        OutputView{d_out.ptr, act_out}, nullptr);
+          NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
+          const auto got = download<uint8_t>(d_out, (m * out_n + tail) * out_elem);
+          size_t wrong = 0;
+          for (size_t row = 0; row < m; ++row) {
+            const double scale = 1.0 / std::sqrt(squares[row] / double(hidden) + eps);
+            std::vector<double> want(out_n);
+            double largest = 0.0;
+            for (size_t i = 0; i < out_n; ++i) {
+              want[i] = scale * product[row * n + i] + after.bias[i];
+              if (epilogue == LinearEpilogue::swiglu) {
+                const double up = scale * product[row * n + out_n + i] + after.bias[out_n + i];
+                want[i] = want[i] / (1.0 + std::exp(-want[i])) * up;
+              }
+              largest = std::max(largest, std::fabs(want[i]));
+            }
+            for (size_t i = 0; i < out_n; ++i) {
+              const float have = activation_at(got, act, row * out_n + i);
+              // The scale's sums in another order (F32 against double), the product's in
+              // another configuration (the SwiGLU pack), then one BF16 rounding.
+              const double bound = (act == ActivationFormat::bf16 ? 1.0 / 128 : 1e-5) * std::fabs(want[i]) +
+                                   1e-5 * largest;
+              if (!(std::fabs(have - want[i]) <= bound) && wrong++ < 5)
+                ADD_FAILURE() << "m=" << row << " output " << i << ": got " << have << ", want " << want[i];
+            }
+          }
+          EXPECT_EQ(wrong, 0u);
+          for (size_t b = m * out_n * out_elem; b < got.size(); ++b)
+            ASSERT_EQ(got[b], 0xff) << "byte " << b << " past the output was written";
+        }
       }
 }
 

@@ -171,6 +171,7 @@ class Sm80Mxfp4Gemv final : public LinearKernel {
   bool supports_epilogue(LinearEpilogue e) const override {
     return e == LinearEpilogue::none || e == LinearEpilogue::swiglu;
   }
+  bool supports_folded_norm() const override { return true; }
 
   std::unique_ptr<PreparedWeights> prepare(const LinearDesc& layer, const Mxfp4HostWeights& w,
                                            const float* bias) const override {
@@ -189,7 +190,7 @@ class Sm80Mxfp4Gemv final : public LinearKernel {
     NIBBLE_CHECK(act.m <= kGemvMaxM && act.m >= layer.min_m && act.m <= layer.max_m,
                  "layer {}: {} called with M={} (declared {}..{}, at most {})", layer.name,
                  name(), act.m, layer.min_m, layer.max_m, kGemvMaxM);
-    NIBBLE_CHECK(act.format == layer.activation && out.format == layer.output,
+    NIBBLE_CHECK(act.format == layer.activation && (out.format == layer.output || out.norm.partials),
                  "layer {}: {} activations / {} output given, {} / {} declared", layer.name,
                  activation_format_name(act.format), output_format_name(out.format),
                  activation_format_name(layer.activation), output_format_name(layer.output));
@@ -198,6 +199,14 @@ class Sm80Mxfp4Gemv final : public LinearKernel {
                  name());
     NIBBLE_CHECK(layer.k == 0 || act.data, "layer {}: null activations", layer.name);
     NIBBLE_CHECK(out.data, "layer {}: null output", layer.name);
+    if (out.norm.partials)
+      NIBBLE_CHECK(layer.epilogue == LinearEpilogue::none && out.norm.n == layer.n &&
+                       out.norm.residual && out.norm.weight,
+                   "layer {}: a folded norm on the output needs a plain product {} wide, its "
+                   "residual and its weight (got width {})",
+                   layer.name, layer.n, out.norm.n);
+    NIBBLE_CHECK(!act.norm.partials || act.norm.n > 0, "layer {}: a folded norm of width 0",
+                 layer.name);
 
     GemvLaunch launch;
     launch.weights = prepared->weights.get();
@@ -213,6 +222,7 @@ class Sm80Mxfp4Gemv final : public LinearKernel {
     launch.epilogue = layer.epilogue;
     launch.multiprocessors = multiprocessors();
     launch.chained = layer.chained;
+    launch.act_norm = act.norm, launch.out_norm = out.norm;
     NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(launch, stream)), "{} on layer {} (M={})",
                       name(), layer.name, act.m);
   }

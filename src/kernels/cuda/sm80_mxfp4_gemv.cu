@@ -39,7 +39,20 @@ struct Params {
   // alone, a smaller kernel with 5 spill accesses where this has 2, their gate|up product took
   // 23.8 us, with the flag 22.9 (H200, M = 1), and the decode 503 -> 514 tokens/s.
   bool swiglu;
+  // Folded norms (FoldedNorm, linear_kernel.h). Activations: the rows' sums of squares in
+  // in_partials [m][in_slots], of rows in_n wide. Output: residual [m][n], the norm's weight
+  // and out_partials [m][out_slots].
+  const float* in_partials;
+  int in_slots;
+  float in_n, in_eps;
+  float* residual;
+  const float* norm_weight;
+  float* out_partials;
+  int out_slots;
 };
+
+// The activations' folded norm: per-warp sums [warp][m], then the rows' scales (norm_scales).
+constexpr size_t kNormSumsBytes = size_t(kMaxWarps) * kGemvMaxM * sizeof(float);
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -222,13 +235,48 @@ __device__ __forceinline__ void store_out(const Params& p, size_t at, float v) {
     static_cast<float*>(p.out)[at] = v;
 }
 
+// The activations' folded norm, before the main loop: each thread sums its slots of every row
+// in order, each warp its lanes (a fixed shuffle tree), into sums[warp][m]; after a CTA
+// barrier thread m adds the warps in order (every CTA gets the same bits) into sums[m], as
+// rms_norm's scale 1 / sqrt(mean of squares + eps), which the epilogue reads. One row at a
+// time: the H200's decode (M = 1) ran 539 tokens/s so, 514 with the rows summed at once or
+// split over the warps, 534 with every row's lines first prefetched into L1 (ptxas schedules
+// the main loop of the SwiGLU kernels differently for each); at M = 8 the rows' L2 trips in
+// turn cost the prompt ~2 % (docs/perf.md).
+__device__ __forceinline__ void norm_scales(const Params& p, float* sums) {
+#pragma unroll 1
+  for (int m = 0; m < p.m; ++m) {
+    float sum = 0.0f;
+    for (int j = threadIdx.x; j < p.in_slots; j += blockDim.x) sum += p.in_partials[m * p.in_slots + j];
+    for (int d = 16; d >= 1; d /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, d);
+    if ((threadIdx.x & 31) == 0) sums[(threadIdx.x >> 5) * kGemvMaxM + m] = sum;
+  }
+  __syncthreads();
+  float squares = 0.0f;
+  if (int(threadIdx.x) < p.m)
+    for (int w = 0; w < int(blockDim.x >> 5); ++w) squares += sums[w * kGemvMaxM + threadIdx.x];
+  __syncthreads();
+  if (int(threadIdx.x) < p.m) sums[threadIdx.x] = 1.0f / sqrtf(squares / p.in_n + p.in_eps);
+}
+
 // Cross-warp reduction within a team: red[warp in team][tile][reg][lane] (the team's region of
-// team * kTiles * 128 floats), summed in warp order (deterministic); bias, the epilogue, format,
-// and the output store. Two team barriers: the region is free again when it returns.
+// team * kTiles * 128 floats), summed in warp order (deterministic); the activations' norm
+// scale, bias, the epilogue, the output's folded norm, format, and the output store. Two team
+// barriers: the region is free again when it returns.
 template <int kTiles, bool kSwiglu>
 __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&acc)[kTiles][4],
-                                                 float* red, int team_index, int tile0) {
+                                                 float* red, const float* norm_sums,
+                                                 int team_index, int tile0) {
   const int lane = threadIdx.x & 31, mate = (threadIdx.x >> 5) % p.team;
+  if (!kSwiglu && p.residual && mate == 0) {
+    // The folded norm's x rows (one 128-byte line per m) and weights of the group's rows into
+    // L1 while the team reduces: below they are read one output at a time.
+    const int row0 = tile0 * 16;
+    if (lane < p.m)
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(p.residual + size_t(lane) * p.n + row0));
+    else if (lane == p.m)
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(p.norm_weight + row0));
+  }
 #pragma unroll
   for (int tt = 0; tt < kTiles; ++tt)
 #pragma unroll
@@ -239,26 +287,46 @@ __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&
     for (int wi = 0; wi < p.team; ++wi) sum += red[wi * kTiles * 128 + i];
     return sum;
   };
+  // Row m's norm scale (norm_scales), where the activations carry a folded norm.
+  const auto scale = [&](int m) { return p.in_partials ? norm_sums[m] : 1.0f; };
   if (kSwiglu && p.swiglu) {
     // Registers r and r + 2 of a lane are rows g and g + 8: the gate and up terms of one pair.
     const int half = p.n / 2;
     for (int i = mate * 32 + lane; i < kTiles * 64; i += p.team * 32) {
       const int tt = i / 64, r = (i / 32) % 2, ln = i % 32;
-      float gate = team_sum((tt * 4 + r) * 32 + ln), up = team_sum((tt * 4 + r + 2) * 32 + ln);
       const int pair = (tile0 + tt) * 8 + (ln >> 2), m = 2 * (ln & 3) + r;
+      float gate = scale(m) * team_sum((tt * 4 + r) * 32 + ln);
+      float up = scale(m) * team_sum((tt * 4 + r + 2) * 32 + ln);
       if (pair >= half || m >= p.m) continue;
       if (p.bias) gate += p.bias[pair], up += p.bias[half + pair];
       store_out(p, size_t(m) * half + pair, gate / (1.0f + expf(-gate)) * up);  // the models' silu
     }
   } else {
+    // The loop's trip count is the warp's (i / 32 is), so the shuffles below see every lane.
     for (int i = mate * 32 + lane; i < kTiles * 128; i += p.team * 32) {
-      float sum = team_sum(i);
       const int tt = i / 128, r = (i / 32) % 4, ln = i % 32;
       const int row = (tile0 + tt) * 16 + (ln >> 2) + (r >= 2 ? 8 : 0);
       const int m = 2 * (ln & 3) + (r & 1);
-      if (row >= p.n || m >= p.m) continue;
-      if (p.bias) sum += p.bias[row];
-      store_out(p, size_t(m) * p.n + row, sum);
+      float sum = scale(m) * team_sum(i);
+      const bool valid = row < p.n && m < p.m;
+      if (valid && p.bias) sum += p.bias[row];
+      if (!kSwiglu && p.residual) {
+        // The output's folded norm: x += the product, out = weight * x, and the sum of x^2
+        // over these 8 rows (lanes 4 apart hold the rows of one m) as the slot row / 8.
+        float x = 0.0f;
+        if (valid) {
+          const size_t at = size_t(m) * p.n + row;
+          x = p.residual[at] + sum;
+          p.residual[at] = x;
+          store_out(p, at, p.norm_weight[row] * x);
+        }
+        float squares = x * x;
+        for (int d = 4; d < 32; d *= 2) squares += __shfl_xor_sync(0xffffffffu, squares, d);
+        const int slot = row / 8;
+        if (ln < 4 && m < p.m && slot < p.out_slots) p.out_partials[m * p.out_slots + slot] = squares;
+        continue;
+      }
+      if (valid) store_out(p, size_t(m) * p.n + row, sum);
     }
   }
   team_sync(team_index, p.team);
@@ -266,10 +334,12 @@ __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&
 
 template <int kTiles>
 __host__ __device__ constexpr size_t reduce_bytes(int warps) { return size_t(warps) * kTiles * 128 * sizeof(float); }
-// The reduction buffer, then up to 64 KB of padding so the table starts 64 KB-aligned in the
-// shared window (its base is not known at compile time: sm_90 reserves the first 1 KB).
+// The folded norm's sums, the reduction buffer, then up to 64 KB of padding so the table
+// starts 64 KB-aligned in the shared window (its base is not known at compile time: sm_90 reserves the first 1 KB).
 template <int kTiles>
-constexpr size_t shared_bytes(int warps) { return reduce_bytes<kTiles>(warps) + 2 * kGemvLutBytes; }
+constexpr size_t shared_bytes(int warps) {
+  return kNormSumsBytes + reduce_bytes<kTiles>(warps) + 2 * kGemvLutBytes;
+}
 
 // The kernel: a persistent grid of CTAs, each split into teams of p.team warps. Team j of CTA
 // c takes tile groups c * teams + j, then + grid * teams, ...; within a group the team's warps
@@ -284,8 +354,10 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int team = warp / p.team, mate = warp % p.team, teams = warps / p.team;
-  float* red = reinterpret_cast<float*>(smem) + team * p.team * kTiles * 128;
-  const uint32_t after_red = shared_address(smem) + uint32_t(reduce_bytes<kTiles>(warps));
+  float* norm_sums = reinterpret_cast<float*>(smem);
+  float* red = reinterpret_cast<float*>(smem + kNormSumsBytes) + team * p.team * kTiles * 128;
+  const uint32_t after_red =
+      shared_address(smem) + uint32_t(kNormSumsBytes + reduce_bytes<kTiles>(warps));
   const uint32_t table = (after_red + kGemvLutBytes - 1) & ~uint32_t(kGemvLutBytes - 1);
   const uint32_t lane_entry = table + 4 * lane;
 
@@ -342,13 +414,14 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
 #pragma unroll
   for (int d = 0; d < kDepth - 1; ++d)  // the cursor started at index 0 of the first group
     if (d < total) load_acts(slot[d], d % per_group);
+  if (p.in_partials) norm_scales(p, norm_sums);  // its loads beside the activations'
   __syncthreads();
 
   // Warps with no chunks (K shorter than the team) still take part in every reduction.
   if (total == 0) {
     const float zero[kTiles][4] = {};
     for (int group = first; group < p.n_groups; group += stride)
-      reduce_and_store<kTiles, kSwiglu>(p, zero, red, team, group * kTiles);
+      reduce_and_store<kTiles, kSwiglu>(p, zero, red, norm_sums, team, group * kTiles);
     return;
   }
   float acc[kTiles][4] = {};
@@ -358,7 +431,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) mxfp4_gemv_kernel(const Params
     if (refill) load(slot[(d + kDepth - 1) % kDepth]);
     accumulate_chunk<Act, kTiles, kSpecial>(lane_entry, slot[d], acc);
     if (--left == 0) {
-      reduce_and_store<kTiles, kSwiglu>(p, acc, red, team, group * kTiles);
+      reduce_and_store<kTiles, kSwiglu>(p, acc, red, norm_sums, team, group * kTiles);
 #pragma unroll
       for (int tt = 0; tt < kTiles; ++tt)
 #pragma unroll
@@ -497,6 +570,18 @@ int mxfp4_gemv_launch(const GemvLaunch& l, void* stream) {
   p.act_vector = vector_possible && l.act_vector != 0;
   const bool swiglu = p.swiglu = l.epilogue == LinearEpilogue::swiglu;
   if (swiglu && (l.n % 2 != 0 || tiles != 2)) return cudaErrorInvalidValue;
+  if (const FoldedNorm& in = l.act_norm; in.partials) {
+    if (in.n == 0 || folded_norm_slots(in.n) >= (size_t(1) << 31) / kGemvMaxM)
+      return cudaErrorInvalidValue;
+    p.in_partials = in.partials;
+    p.in_slots = int(folded_norm_slots(in.n));
+    p.in_n = float(in.n), p.in_eps = in.eps;
+  }
+  if (const FoldedNorm& out = l.out_norm; out.partials) {
+    if (swiglu || out.n != l.n || !out.residual || !out.weight) return cudaErrorInvalidValue;
+    p.residual = out.residual, p.norm_weight = out.weight, p.out_partials = out.partials;
+    p.out_slots = int(folded_norm_slots(l.n));
+  }
   const auto s = static_cast<cudaStream_t>(stream);
   return l.activation == ActivationFormat::bf16
              ? launch_for<__nv_bfloat16>(p, tiles, warps, l.special_scales, swiglu,

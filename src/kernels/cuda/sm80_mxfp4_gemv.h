@@ -110,6 +110,10 @@ struct GemvLaunch {
   // Launched chained (cuda_launch.cuh): the first weight loads and the decode table overlap
   // the kernel before it on the stream (LinearDesc::chained; the benchmark times it alone).
   bool chained = false;
+  // Folded norms (FoldedNorm, linear_kernel.h): act_norm's rows scaled before the bias;
+  // out_norm (plain products, out_norm.n == n) takes the product into its residual and `out`
+  // receives the norm's output.
+  FoldedNorm act_norm, out_norm;
 };
 
 // Launches on `stream`; returns the launch's status (the caller checks it).

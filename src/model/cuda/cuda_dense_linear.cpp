@@ -100,6 +100,8 @@ void CudaDenseLinear::forward_on_device(const ActivationView& x, const OutputVie
                activation_format_name(x.format), output_format_name(out.format),
                activation_format_name(activation_));
   NIBBLE_CHECK(x.data && out.data, "layer {}: null activations or output", name_);
+  NIBBLE_CHECK(!x.norm.partials && !out.norm.partials,
+               "layer {}: cuBLAS products take no folded norm", name_);
   NIBBLE_CHECK(static_cast<cudaStream_t>(stream) == context_.stream(),
                "layer {}: must run on its model's stream (cuBLAS is bound to it)", name_);
   const cudaStream_t s = context_.stream();

@@ -37,6 +37,7 @@ LlamaCudaExecutor::LlamaCudaExecutor(const LlamaConfig& config, const ModelLoadO
     : config_(config),
       max_m_(std::max<size_t>(1, options.max_batch_tokens)),
       activation_(options.activation),
+      fold_norms_(options.fuse_linears),
       use_graphs_(options.cuda_graphs) {
   NIBBLE_CHECK(max_m_ <= kCudaMaxBatchTokens,
                "the CUDA executor runs at most {} tokens per forward chunk, {} asked",
@@ -99,6 +100,13 @@ void LlamaCudaExecutor::bind(const LlamaModel& model) {
                    l, lin->name(), device_kind_name(lin->device()));
   }
   NIBBLE_CHECK(model.lm_head_->device() == DeviceKind::cuda, "lm_head was not built for CUDA");
+  for (size_t l = 0; fold_norms_ && l < c.layers; ++l) {
+    const auto& L = model.layers_[l];
+    layers_[l].fold_ffn_norm = L.o->folds_norm() && L.gate_up.folds_norm();
+    layers_[l].fold_next_norm = L.down->folds_norm() && (l + 1 < c.layers
+                                                             ? model.layers_[l + 1].qkv.folds_norm()
+                                                             : model.lm_head_->folds_norm());
+  }
   final_norm_ = upload_floats(model.final_norm_, "the final norm");
   inv_freq_ = upload_floats(model.inv_freq_, "the RoPE frequencies");
 
@@ -115,7 +123,10 @@ void LlamaCudaExecutor::bind(const LlamaModel& model) {
   attention_counters_ = DeviceBuffer(m * c.heads * sizeof(unsigned), "attention merge counters");
   NIBBLE_CUDA_CHECK(cudaMemset(attention_counters_.get(), 0, attention_counters_.bytes()),
                     "zeroing the attention merge counters");
-  input_ = DeviceBuffer(m * std::max({c.hidden, c.q_width(), c.ffn}) * act, "linear inputs");
+  normed_ = DeviceBuffer(m * c.hidden * act, "the norms' output");
+  input_ = DeviceBuffer(m * std::max(c.q_width(), c.ffn) * act, "linear inputs");
+  norm_partials_ = DeviceBuffer(m * folded_norm_slots(c.hidden) * sizeof(float),
+                                "the folded norms' partial sums");
   logits_ = DeviceBuffer(m * c.vocab * 4, "logits");
   greedy_key_ = DeviceBuffer(sizeof(unsigned long long), "the greedy token's key");
 }
@@ -223,6 +234,20 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
   float* gate_up = gate_up_.as<float>();
   void* input = input_.get();
   const ActivationView in{input, n, act};
+  // The norms' output, as the products after a norm read it: plain, or with its fold.
+  const auto normed_view = [&](bool folded, size_t first, size_t rows) {
+    ActivationView v{static_cast<char*>(normed_.get()) + first * H * activation_format_bytes(act),
+                     rows, act};
+    if (folded)
+      v.norm = FoldedNorm{norm_partials_.as<float>() + first * folded_norm_slots(H), H, c.norm_eps};
+    return v;
+  };
+  // A product before a norm: into delta, or with the norm folded (x += it; w * x to normed).
+  const auto residual_out = [&](bool folded, const DeviceBuffer& weight) {
+    if (!folded) return OutputView{delta, OutputFormat::f32};
+    return OutputView{normed_.get(), act_out,
+                      FoldedNorm{norm_partials_.as<float>(), H, c.norm_eps, x, weight.as<const float>()}};
+  };
   const int32_t* position = step_.as<const int32_t>();
   // Zeroed here, long before the argmax: a memset just before it would break the chain.
   if (key.greedy)
@@ -237,11 +262,12 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
   gather.count = n, gather.cols = H;
   NIBBLE_CUDA_CHECK(cuda_embedding_gather(gather, s));
 
-  // x (+= delta) -> rmsnorm -> out; delta null on the first layer.
+  // x (+= delta) -> rmsnorm -> normed; delta null on the first layer.
   auto norm = [&](float* rows, const float* add, const DeviceBuffer& weight, size_t count,
                   const char* what, size_t l) {
     RmsNormLaunch r;
-    r.x = rows, r.delta = add, r.weight = weight.as<const float>(), r.out = input;
+    r.x = rows, r.delta = add, r.weight = weight.as<const float>(),
+    r.out = static_cast<char*>(normed_.get()) + (rows - x) * activation_format_bytes(act);
     r.out_format = act_out, r.rows = count, r.n = H, r.eps = c.norm_eps;
     NIBBLE_CUDA_CHECK(cuda_rms_norm(r, s), "{} of layer {}", what, l);
   };
@@ -251,8 +277,9 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
     const auto& L = model_->layers_[l];
     const DeviceLayer& D = layers_[l];
 
-    norm(x, l ? delta : nullptr, D.attn_norm, n, "input norm", l);
-    L.qkv.forward_on_device(in, OutputView{qkv, OutputFormat::f32}, s);
+    const bool input_folded = l > 0 && layers_[l - 1].fold_next_norm;
+    if (!input_folded) norm(x, l ? delta : nullptr, D.attn_norm, n, "input norm", l);
+    L.qkv.forward_on_device(normed_view(input_folded, 0, n), OutputView{qkv, OutputFormat::f32}, s);
     QkvRopeLaunch rope;
     rope.q = qkv + L.qkv.offset(0, n), rope.q_stride = L.qkv.stride(0);
     rope.k = qkv + L.qkv.offset(1, n), rope.k_stride = L.qkv.stride(1);
@@ -273,29 +300,35 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
     att.splits = attention_splits(key.capacity);
     att.scratch = attention_scratch_.as<float>(), att.counters = attention_counters_.as<unsigned>();
     NIBBLE_CUDA_CHECK(cuda_attention(att, s), "attention of layer {}", l);
-    L.o->forward_on_device(in, OutputView{delta, OutputFormat::f32}, s);
+    L.o->forward_on_device(in, residual_out(D.fold_ffn_norm, D.ffn_norm), s);
 
-    norm(x, delta, D.ffn_norm, n, "post-attention norm", l);
+    if (!D.fold_ffn_norm) norm(x, delta, D.ffn_norm, n, "post-attention norm", l);
+    const ActivationView ffn_in = normed_view(D.fold_ffn_norm, 0, n);
+    const DeviceBuffer& next_norm = l + 1 < c.layers ? layers_[l + 1].attn_norm : final_norm_;
+    const OutputView down_out = residual_out(D.fold_next_norm, next_norm);
     if (L.gate_up.epilogue() == LinearEpilogue::swiglu) {
-      // silu(gate) * up straight from the product, into the gate|up buffer (the product
-      // still reads `input`), in the activation format: down's input.
-      L.gate_up.forward_on_device(in, OutputView{gate_up, act_out}, s);
-      L.down->forward_on_device(ActivationView{gate_up, n, act}, OutputView{delta, OutputFormat::f32}, s);
+      // silu(gate) * up straight from the product, into the gate|up buffer, in the
+      // activation format: down's input.
+      L.gate_up.forward_on_device(ffn_in, OutputView{gate_up, act_out}, s);
+      L.down->forward_on_device(ActivationView{gate_up, n, act}, down_out, s);
     } else {
-      L.gate_up.forward_on_device(in, OutputView{gate_up, OutputFormat::f32}, s);
+      L.gate_up.forward_on_device(ffn_in, OutputView{gate_up, OutputFormat::f32}, s);
       SiluMulLaunch swiglu;
       swiglu.gate = gate_up + L.gate_up.offset(0, n), swiglu.gate_stride = L.gate_up.stride(0);
       swiglu.up = gate_up + L.gate_up.offset(1, n), swiglu.up_stride = L.gate_up.stride(1);
       swiglu.out = input, swiglu.out_format = act_out, swiglu.rows = n, swiglu.cols = c.ffn;
       NIBBLE_CUDA_CHECK(cuda_silu_mul(swiglu, s), "SwiGLU of layer {}", l);
-      L.down->forward_on_device(in, OutputView{delta, OutputFormat::f32}, s);
+      L.down->forward_on_device(in, down_out, s);
     }
   }
   if (key.logit_rows == 0) return;
-  // Only the rows whose logits are asked need the last residual add and the final norm.
+  // Only the rows whose logits are asked need the last residual add and the final norm
+  // (folded: the last down product did them for every row).
   const size_t first = n - key.logit_rows;
-  norm(x + first * H, delta + first * H, final_norm_, key.logit_rows, "final norm", c.layers);
-  model_->lm_head_->forward_on_device(ActivationView{input, key.logit_rows, act},
+  const bool final_folded = !layers_.empty() && layers_.back().fold_next_norm;
+  if (!final_folded)
+    norm(x + first * H, delta + first * H, final_norm_, key.logit_rows, "final norm", c.layers);
+  model_->lm_head_->forward_on_device(normed_view(final_folded, first, key.logit_rows),
                                       OutputView{logits_.get(), OutputFormat::f32}, s);
   if (!key.greedy) return;
   ArgmaxLaunch argmax;

@@ -21,6 +21,12 @@
 // then logits = lm_head(rmsnorm(x += delta)) for the rows asked, copied to the host, or for a
 // greedy step only their argmax (cuda_argmax.h).
 //
+// Where the product before a norm (o, down) and every product after it take a FoldedNorm
+// (kernels/linear_kernel.h; ModelLoadOptions::fuse_linears), that rmsnorm is no launch of its
+// own: the product before it does the residual add and writes w * x with its rows' sums of
+// squares, the products after it scale their rows by the norm's factor. The first layer's
+// input norm (after the gather) is always a kernel.
+//
 // CUDA graphs (ModelLoadOptions::cuda_graphs): that sequence is captured once per shape (n,
 // logit rows, KV cache) and replayed; every launch's arguments are fixed pointers, and the
 // position and token ids are uploaded into one device buffer before each replay. A shape runs
@@ -87,6 +93,9 @@ class LlamaCudaExecutor {
  private:
   struct DeviceLayer {
     DeviceBuffer attn_norm, ffn_norm, q_norm, k_norm;
+    // The norms folded into the products around them: the post-attention one (o -> gate|up),
+    // the next layer's input norm or the final one (down -> q|k|v or lm_head).
+    bool fold_ffn_norm = false, fold_next_norm = false;
   };
   // What a captured forward depends on beyond its fixed buffers.
   struct GraphKey {
@@ -105,6 +114,7 @@ class LlamaCudaExecutor {
   LlamaConfig config_;
   size_t max_m_;
   ActivationFormat activation_;
+  bool fold_norms_;
   std::unique_ptr<CudaContext> context_;
   const LlamaModel* model_ = nullptr;
   std::shared_ptr<const DenseWeights> embedding_host_;  // to recognise a tied lm_head
@@ -113,9 +123,9 @@ class LlamaCudaExecutor {
   DeviceBuffer final_norm_, inv_freq_;
   // The step's position then its token ids (int32, uploaded before each forward), and the
   // activations of one chunk (max_m_ rows each): the residual stream x, the sublayer output
-  // delta, the q|k|v and gate|up products, the rotated queries, the linear layers' input (act
-  // format), the logits.
-  DeviceBuffer step_, x_, delta_, qkv_, gate_up_, q_, input_, logits_;
+  // delta, the q|k|v and gate|up products, the rotated queries, the norms' output and the
+  // other linear layers' input (act format), the folded norms' partial sums, the logits.
+  DeviceBuffer step_, x_, delta_, qkv_, gate_up_, q_, normed_, input_, norm_partials_, logits_;
   // Flash-decoding's partial results and merge counters (cuda_attention.h), for any layer.
   DeviceBuffer attention_scratch_, attention_counters_;
   DeviceBuffer greedy_key_;  // the greedy token's argmax key (cuda_argmax.h)
