@@ -239,10 +239,11 @@ __device__ __forceinline__ void store_out(const Params& p, size_t at, float v) {
 // in order, each warp its lanes (a fixed shuffle tree), into sums[warp][m]; after a CTA
 // barrier thread m adds the warps in order (every CTA gets the same bits) into sums[m], as
 // rms_norm's scale 1 / sqrt(mean of squares + eps), which the epilogue reads. One row at a
-// time: the H200's decode (M = 1) ran 539 tokens/s so, 514 with the rows summed at once or
-// split over the warps, 534 with every row's lines first prefetched into L1 (ptxas schedules
-// the main loop of the SwiGLU kernels differently for each); at M = 8 the rows' L2 trips in
-// turn cost the prompt ~2 % (docs/perf.md).
+// time: the H200's decode (M = 1) ran 539 tokens/s so against 514 without the fold, 534 with
+// every row's lines first prefetched into L1, and no faster than without the fold with the
+// rows summed at once or split over the warps (ptxas schedules the SwiGLU kernels' main loop
+// differently for each); at M = 8 the rows' L2 trips in turn cost the prompt ~2 %
+// (docs/perf.md).
 __device__ __forceinline__ void norm_scales(const Params& p, float* sums) {
 #pragma unroll 1
   for (int m = 0; m < p.m; ++m) {
