@@ -248,7 +248,8 @@ __device__ __forceinline__ void norm_scales(const Params& p, float* sums) {
 #pragma unroll 1
   for (int m = 0; m < p.m; ++m) {
     float sum = 0.0f;
-    for (int j = threadIdx.x; j < p.in_slots; j += blockDim.x) sum += p.in_partials[m * p.in_slots + j];
+    for (int j = threadIdx.x; j < p.in_slots; j += blockDim.x)
+      sum += p.in_partials[m * p.in_slots + j];
     for (int d = 16; d >= 1; d /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, d);
     if ((threadIdx.x & 31) == 0) sums[(threadIdx.x >> 5) * kGemvMaxM + m] = sum;
   }
@@ -324,7 +325,8 @@ __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&
         float squares = x * x;
         for (int d = 4; d < 32; d *= 2) squares += __shfl_xor_sync(0xffffffffu, squares, d);
         const int slot = row / 8;
-        if (ln < 4 && m < p.m && slot < p.out_slots) p.out_partials[m * p.out_slots + slot] = squares;
+        if (ln < 4 && m < p.m && slot < p.out_slots)
+          p.out_partials[m * p.out_slots + slot] = squares;
         continue;
       }
       if (valid) store_out(p, size_t(m) * p.n + row, sum);
@@ -336,7 +338,8 @@ __device__ __forceinline__ void reduce_and_store(const Params& p, const float (&
 template <int kTiles>
 __host__ __device__ constexpr size_t reduce_bytes(int warps) { return size_t(warps) * kTiles * 128 * sizeof(float); }
 // The folded norm's sums, the reduction buffer, then up to 64 KB of padding so the table
-// starts 64 KB-aligned in the shared window (its base is not known at compile time: sm_90 reserves the first 1 KB).
+// starts 64 KB-aligned in the shared window (its base is not known at compile time: sm_90
+// reserves the first 1 KB).
 template <int kTiles>
 constexpr size_t shared_bytes(int warps) {
   return kNormSumsBytes + reduce_bytes<kTiles>(warps) + 2 * kGemvLutBytes;

@@ -234,10 +234,13 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
   float* gate_up = gate_up_.as<float>();
   void* input = input_.get();
   const ActivationView in{input, n, act};
-  // The norms' output, as the products after a norm read it: plain, or with its fold.
+  // The norms' output from row `first` on, as the products after a norm read it: plain, or
+  // with its fold.
+  const auto normed_rows = [&](size_t first) {
+    return static_cast<char*>(normed_.get()) + first * H * activation_format_bytes(act);
+  };
   const auto normed_view = [&](bool folded, size_t first, size_t rows) {
-    ActivationView v{static_cast<char*>(normed_.get()) + first * H * activation_format_bytes(act),
-                     rows, act};
+    ActivationView v{normed_rows(first), rows, act};
     if (folded)
       v.norm = FoldedNorm{norm_partials_.as<float>() + first * folded_norm_slots(H), H, c.norm_eps};
     return v;
@@ -245,8 +248,8 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
   // A product before a norm: into delta, or with the norm folded (x += it; w * x to normed).
   const auto residual_out = [&](bool folded, const DeviceBuffer& weight) {
     if (!folded) return OutputView{delta, OutputFormat::f32};
-    return OutputView{normed_.get(), act_out,
-                      FoldedNorm{norm_partials_.as<float>(), H, c.norm_eps, x, weight.as<const float>()}};
+    const FoldedNorm fold{norm_partials_.as<float>(), H, c.norm_eps, x, weight.as<const float>()};
+    return OutputView{normed_.get(), act_out, fold};
   };
   const int32_t* position = step_.as<const int32_t>();
   // Zeroed here, long before the argmax: a memset just before it would break the chain.
@@ -262,12 +265,12 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
   gather.count = n, gather.cols = H;
   NIBBLE_CUDA_CHECK(cuda_embedding_gather(gather, s));
 
-  // x (+= delta) -> rmsnorm -> normed; delta null on the first layer.
-  auto norm = [&](float* rows, const float* add, const DeviceBuffer& weight, size_t count,
+  // Rows first .. first + count of x (+= delta when `add`) -> rmsnorm -> normed.
+  auto norm = [&](size_t first, bool add, const DeviceBuffer& weight, size_t count,
                   const char* what, size_t l) {
     RmsNormLaunch r;
-    r.x = rows, r.delta = add, r.weight = weight.as<const float>(),
-    r.out = static_cast<char*>(normed_.get()) + (rows - x) * activation_format_bytes(act);
+    r.x = x + first * H, r.delta = add ? delta + first * H : nullptr;
+    r.weight = weight.as<const float>(), r.out = normed_rows(first);
     r.out_format = act_out, r.rows = count, r.n = H, r.eps = c.norm_eps;
     NIBBLE_CUDA_CHECK(cuda_rms_norm(r, s), "{} of layer {}", what, l);
   };
@@ -278,7 +281,7 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
     const DeviceLayer& D = layers_[l];
 
     const bool input_folded = l > 0 && layers_[l - 1].fold_next_norm;
-    if (!input_folded) norm(x, l ? delta : nullptr, D.attn_norm, n, "input norm", l);
+    if (!input_folded) norm(0, l > 0, D.attn_norm, n, "input norm", l);
     L.qkv.forward_on_device(normed_view(input_folded, 0, n), OutputView{qkv, OutputFormat::f32}, s);
     QkvRopeLaunch rope;
     rope.q = qkv + L.qkv.offset(0, n), rope.q_stride = L.qkv.stride(0);
@@ -302,7 +305,7 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
     NIBBLE_CUDA_CHECK(cuda_attention(att, s), "attention of layer {}", l);
     L.o->forward_on_device(in, residual_out(D.fold_ffn_norm, D.ffn_norm), s);
 
-    if (!D.fold_ffn_norm) norm(x, delta, D.ffn_norm, n, "post-attention norm", l);
+    if (!D.fold_ffn_norm) norm(0, true, D.ffn_norm, n, "post-attention norm", l);
     const ActivationView ffn_in = normed_view(D.fold_ffn_norm, 0, n);
     const DeviceBuffer& next_norm = l + 1 < c.layers ? layers_[l + 1].attn_norm : final_norm_;
     const OutputView down_out = residual_out(D.fold_next_norm, next_norm);
@@ -327,7 +330,7 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
   const size_t first = n - key.logit_rows;
   const bool final_folded = !layers_.empty() && layers_.back().fold_next_norm;
   if (!final_folded)
-    norm(x + first * H, delta + first * H, final_norm_, key.logit_rows, "final norm", c.layers);
+    norm(first, true, final_norm_, key.logit_rows, "final norm", c.layers);
   model_->lm_head_->forward_on_device(normed_view(final_folded, first, key.logit_rows),
                                       OutputView{logits_.get(), OutputFormat::f32}, s);
   if (!key.greedy) return;
