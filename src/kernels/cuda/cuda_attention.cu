@@ -13,16 +13,17 @@ using namespace cuda_detail;
 
 // 8 warps per (head, token), each taking kBatch positions per trip: the kBatch key rows (then
 // value rows) of a trip are independent loads, so a warp keeps kBatch rows in flight instead of
-// one (a decode step is latency-bound: ~100-1000 positions, one block per head). 8 x (256 + 2)
-// floats of shared memory for the merge.
+// one (a decode step is latency-bound: ~100-1000 positions, one block per head). kPerLane
+// elements of a row per lane: 4 up to head_dim 128, with 8 positions a warp (64 positions a
+// trip, so a context up to 64 needs no merge), 8 up to 256 with 4. 8 x (256 + 2) floats of
+// shared memory for the merge.
 constexpr int kWarps = 8;
-constexpr int kBatch = 4;
-constexpr int kPerLane = int(kAttentionMaxHeadDim / 32);
-constexpr size_t kTrip = size_t(kWarps) * kBatch;  // positions a block reads per trip
+static_assert(kWarps * 32 >= int(kAttentionMaxHeadDim), "the merge takes one element a thread");
 // Partial results of a row the merging block loads at once.
 constexpr int kMergeBatch = 8;
-
+template <int kPerLane, int kBatch>
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch p) {
+  constexpr size_t kTrip = size_t(kWarps) * kBatch;  // positions a block reads per trip
   __shared__ float s_acc[kWarps][kAttentionMaxHeadDim];
   __shared__ float s_max[kWarps], s_sum[kWarps];
   pdl_launch_dependents();
@@ -147,9 +148,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   }
 
   // Flash-decoding: this split's (max, sum, unnormalized values) to the scratch; the last
-  // split of the row to arrive merges them all and resets the row's counter. The merge is two
-  // dependent trips to L2: every split's (max, sum) at once, then every split's values at
-  // once (kMergeBatch per load batch), not one trip per split and quantity.
+  // split of the row to arrive merges them all and resets the row's counter.
   float* part = p.scratch + (row * p.splits + blockIdx.z) * (d + 2);
   for (size_t i = threadIdx.x; i < d; i += blockDim.x) {
     float o = 0.0f;
@@ -164,38 +163,38 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   __syncthreads();
   if (!s_last) return;
   __threadfence();
+  // Thread i merges element i of every split, in load batches of kMergeBatch splits (their
+  // max, sum and value at once: one trip to L2 per batch), with a running max as in the
+  // softmax above. An empty split (sum 0, max -inf) weighs nothing.
   const float* parts = p.scratch + row * p.splits * (d + 2);
-  __shared__ float s_part_max[kAttentionMaxSplits], s_part_sum[kAttentionMaxSplits];
-  __shared__ float s_part_weight[kAttentionMaxSplits];
-  if (threadIdx.x < splits) {
-    s_part_max[threadIdx.x] = __ldcg(parts + threadIdx.x * (d + 2));
-    s_part_sum[threadIdx.x] = __ldcg(parts + threadIdx.x * (d + 2) + 1);
-  }
-  __syncthreads();
-  // An empty split (sum 0, max -inf) weighs nothing.
-  float merged_max = -INFINITY;
-  for (size_t z = 0; z < splits; ++z)
-    if (s_part_sum[z] > 0.0f) merged_max = fmaxf(merged_max, s_part_max[z]);
-  if (threadIdx.x < splits)
-    s_part_weight[threadIdx.x] =
-        s_part_sum[threadIdx.x] > 0.0f ? expf(s_part_max[threadIdx.x] - merged_max) : 0.0f;
-  __syncthreads();
-  float merged_sum = 0.0f;
-  for (size_t z = 0; z < splits; ++z)
-    if (s_part_sum[z] > 0.0f) merged_sum += s_part_sum[z] * s_part_weight[z];
-  const float inv = 1.0f / merged_sum;
-  for (size_t i = threadIdx.x; i < d; i += blockDim.x) {
-    float o = 0.0f;
+  const size_t i = threadIdx.x;
+  if (i < d) {
+    float merged_max = -INFINITY, merged_sum = 0.0f, o = 0.0f;
     for (size_t z0 = 0; z0 < splits; z0 += kMergeBatch) {
-      float v[kMergeBatch];
+      float part_max[kMergeBatch], part_sum[kMergeBatch], value[kMergeBatch];
+#pragma unroll
+      for (int b = 0; b < kMergeBatch; ++b) {
+        const float* pz = parts + (z0 + b) * (d + 2);
+        const bool in = z0 + b < splits;
+        part_max[b] = in ? __ldcg(pz) : -INFINITY;
+        part_sum[b] = in ? __ldcg(pz + 1) : 0.0f;
+        value[b] = in ? __ldcg(pz + 2 + i) : 0.0f;
+      }
+      float batch_max = merged_max;
 #pragma unroll
       for (int b = 0; b < kMergeBatch; ++b)
-        v[b] = z0 + b < splits ? __ldcg(parts + (z0 + b) * (d + 2) + 2 + i) : 0.0f;
+        if (part_sum[b] > 0.0f) batch_max = fmaxf(batch_max, part_max[b]);
+      const float correction = merged_sum > 0.0f ? expf(merged_max - batch_max) : 0.0f;
+      merged_sum *= correction, o *= correction;
 #pragma unroll
-      for (int b = 0; b < kMergeBatch; ++b)
-        if (z0 + b < splits) o += v[b] * s_part_weight[z0 + b];
+      for (int b = 0; b < kMergeBatch; ++b) {
+        if (!(part_sum[b] > 0.0f)) continue;
+        const float w = expf(part_max[b] - batch_max);
+        merged_sum += part_sum[b] * w, o += value[b] * w;
+      }
+      merged_max = batch_max;
     }
-    store(p.out, row * d + i, o * inv, bf16);
+    store(p.out, row * d + i, o / merged_sum, bf16);
   }
   if (threadIdx.x == 0) p.counters[row] = 0;  // ready for the next launch
 }
@@ -210,7 +209,8 @@ cudaError_t cuda_attention(const AttentionLaunch& p, cudaStream_t stream) {
       (p.splits > 1 && (!p.scratch || !p.counters)))
     return cudaErrorInvalidValue;
   const dim3 grid(unsigned(p.heads), unsigned(p.tokens), unsigned(p.splits));
-  return launch(attention_kernel, grid, dim3(kWarps * 32), 0, stream, true, p);
+  const auto kernel = p.head_dim <= 128 ? attention_kernel<4, 8> : attention_kernel<8, 4>;
+  return launch(kernel, grid, dim3(kWarps * 32), 0, stream, true, p);
 }
 
 }  // namespace nibble

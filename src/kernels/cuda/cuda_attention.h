@@ -11,15 +11,16 @@
 //
 // Work split: one block per (head, token, split), 8 warps. The visible positions of a query are
 // cut into equal runs (flash-decoding: a long context is read by many blocks, not by one per
-// head): one run per 32 positions (a block's trip), at most `splits`, so a short context
-// takes fewer blocks and a small merge, or none; the grid's other blocks return at once. In a block, warp w takes the positions first + 4w .. first + 4w + 3 of its
-// run, then 32 further on, and so on (4 key rows in flight per warp), with a running (online)
-// softmax: max m, sum l, and the weighted sum of values, rescaled by exp(m_old - m_new)
-// whenever the max grows. Each lane holds head_dim / 32 (rounded up) elements of q and of the
-// sum, so a dot product is one warp reduction. The warps' partial results are merged through
-// shared memory; with more than one run each block leaves its (m, l, sum) in `scratch`, and the
-// last block of a (head, token) to finish (a counter per row) merges the runs and writes out.
-// head_dim <= 256.
+// head): one run per block trip (64 positions up to head_dim 128, 32 up to 256), at most
+// `splits`, so a short context takes fewer blocks and a small merge, or none; the grid's other
+// blocks return at once. In a block, warp w takes the positions first + B w .. first + B w +
+// B - 1 of its run (B = 8, or 4 above head_dim 128: B key rows in flight per warp), then a trip
+// further on, and so on, with a running (online) softmax: max m, sum l, and the weighted sum
+// of values, rescaled by exp(m_old - m_new) whenever the max grows. Each lane holds head_dim /
+// 32 (rounded up) elements of q and of the sum, so a dot product is one warp reduction. The
+// warps' partial results are merged through shared memory; with more than one run each block
+// leaves its (m, l, sum) in `scratch`, and the last block of a (head, token) to finish (a
+// counter per row) merges the runs, one trip to L2 per 8 runs, and writes out. head_dim <= 256.
 //
 // Chained (cuda_launch.cuh), the first trip's key and value rows before *position (the step's
 // first position) are loaded before the wait: earlier forwards wrote them, and the position is
