@@ -27,7 +27,6 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_elementwise.h"
 #include "kernels/cuda/cuda_norm.h"
-#include "kernels/cuda/cuda_rope.h"
 #include "gpu/cuda_test_support.h"
 #endif
 
@@ -175,7 +174,7 @@ INSTANTIATE_TEST_SUITE_P(
                          c.bf16_out ? "_bf16" : "_f32", c.in_place ? "_inplace" : "");
     });
 
-// ---- q/k norms, RoPE and the cache store ---------------------------------------------------
+// ---- attention with the q/k norms, RoPE and the cache store ---------------------------------
 
 void rope_ref(float* x, size_t count, size_t start, size_t heads, size_t d,
               const std::vector<float>& inv_freq, bool interleaved) {
@@ -196,118 +195,6 @@ void rope_ref(float* x, size_t count, size_t start, size_t heads, size_t d,
     }
   }
 }
-
-struct RopeCase {
-  size_t tokens, start, q_heads, kv_heads, head_dim;
-  bool interleaved, qk_norm, fused;  // fused: q|k|v interleaved per row, else three blocks
-};
-
-class CudaQkvRope : public ::testing::TestWithParam<RopeCase> {};
-
-TEST_P(CudaQkvRope, MatchesCpuReference) {
-  NIBBLE_REQUIRE_CUDA();
-  const RopeCase c = GetParam();
-  const uint64_t seed = test::test_seed();
-  SCOPED_TRACE(test::seed_trace(seed));
-  std::mt19937 rng{uint32_t(seed)};
-  const size_t d = c.head_dim, qw = c.q_heads * d, kvw = c.kv_heads * d, width = qw + 2 * kvw;
-  const size_t capacity = c.start + c.tokens + 2;
-  // inv_freq as LlamaConfig::rope_inv_freq computes it for theta = 10000 (no scaling).
-  std::vector<float> inv_freq(d / 2);
-  for (size_t i = 0; i < inv_freq.size(); ++i)
-    inv_freq[i] = float(1.0 / std::pow(10000.0, double(2 * i) / double(d)));
-  // The products as LinearGroup lays them out: member offsets and row strides.
-  const std::vector<float> qkv = random_vector(rng, c.tokens * width);
-  const size_t off[3] = {0, c.fused ? qw : c.tokens * qw, c.fused ? qw + kvw : c.tokens * (qw + kvw)};
-  const size_t stride[3] = {c.fused ? width : qw, c.fused ? width : kvw, c.fused ? width : kvw};
-  const std::vector<float> q_norm = random_vector(rng, d, 1, 0.3f), k_norm = random_vector(rng, d, 1, 0.3f);
-
-  // The CPU model's order: copy out, per-head RMSNorm, RoPE, store into the cache rows.
-  std::vector<float> q(c.tokens * qw), k(c.tokens * kvw), v(c.tokens * kvw);
-  for (size_t t = 0; t < c.tokens; ++t) {
-    std::copy_n(qkv.begin() + off[0] + t * stride[0], qw, q.begin() + t * qw);
-    std::copy_n(qkv.begin() + off[1] + t * stride[1], kvw, k.begin() + t * kvw);
-    std::copy_n(qkv.begin() + off[2] + t * stride[2], kvw, v.begin() + t * kvw);
-  }
-  if (c.qk_norm) {
-    for (size_t i = 0; i < c.tokens * c.q_heads; ++i)
-      rms_norm_ref(&q[i * d], q_norm.data(), d, 1e-6f, &q[i * d]);
-    for (size_t i = 0; i < c.tokens * c.kv_heads; ++i)
-      rms_norm_ref(&k[i * d], k_norm.data(), d, 1e-6f, &k[i * d]);
-  }
-  rope_ref(q.data(), c.tokens, c.start, c.q_heads, d, inv_freq, c.interleaved);
-  rope_ref(k.data(), c.tokens, c.start, c.kv_heads, d, inv_freq, c.interleaved);
-  // Cache rows outside start .. start + tokens - 1 must stay as they were (NaN here).
-  std::vector<float> want_k(capacity * kvw, kNan), want_v(capacity * kvw, kNan);
-  std::copy(k.begin(), k.end(), want_k.begin() + c.start * kvw);
-  std::copy(v.begin(), v.end(), want_v.begin() + c.start * kvw);
-
-  DeviceVector<float> d_qkv(qkv), d_f(inv_freq), d_qn(q_norm), d_kn(k_norm);
-  DeviceVector<float> d_q(std::vector<float>(q.size(), kNan));
-  DeviceVector<float> d_kc(std::vector<float>(want_k.size(), kNan)), d_vc(std::vector<float>(want_v.size(), kNan));
-  DeviceVector<int32_t> d_pos(std::vector<int32_t>{int32_t(c.start)});
-  QkvRopeLaunch l;
-  l.q = d_qkv.get() + off[0], l.k = d_qkv.get() + off[1], l.v = d_qkv.get() + off[2];
-  l.q_stride = stride[0], l.k_stride = stride[1], l.v_stride = stride[2];
-  if (c.qk_norm) l.q_norm = d_qn.get(), l.k_norm = d_kn.get();
-  l.eps = 1e-6f;
-  l.q_out = d_q.get(), l.k_cache = d_kc.get(), l.v_cache = d_vc.get();
-  l.position = d_pos.get(), l.inv_freq = d_f.get();
-  l.tokens = c.tokens, l.q_heads = c.q_heads, l.kv_heads = c.kv_heads, l.head_dim = d;
-  l.interleaved = c.interleaved;
-  NIBBLE_CUDA_CHECK(cuda_qkv_rope(l, nullptr));
-  expect_close(d_q.to_host(), q, kF32MaxRel, kF32Nmse, "q");
-  const std::vector<float> got_k = d_kc.to_host(), got_v = d_vc.to_host();
-  for (size_t i = 0; i < got_k.size(); ++i) {
-    const bool row = i >= c.start * kvw && i < (c.start + c.tokens) * kvw;
-    if (!row) {
-      ASSERT_TRUE(std::isnan(got_k[i]) && std::isnan(got_v[i])) << "cache element " << i << " written";
-      continue;
-    }
-    ASSERT_EQ(got_v[i], want_v[i]) << "value element " << i << " (copied exactly)";
-    const float kref = want_k[i], tol = float(kF32MaxRel) * 8 * (1 + std::abs(kref));
-    ASSERT_NEAR(got_k[i], kref, tol) << "key element " << i;
-  }
-}
-
-// Decode (1 token) and chunks (3, 5, 8), positions 0 .. 4090; head_dim 8 (stories260K), 64,
-// 128, 256 (a block of 128 threads); both RoPE conventions; with and without the Qwen3 norms;
-// the fused layout and the separate one.
-INSTANTIATE_TEST_SUITE_P(
-    Cases, CudaQkvRope,
-    ::testing::Values(RopeCase{1, 0, 4, 2, 64, false, false, true},
-                      RopeCase{1, 0, 4, 2, 64, true, false, false},
-                      RopeCase{5, 37, 8, 2, 128, false, true, true},
-                      RopeCase{5, 37, 8, 2, 128, true, true, false},
-                      RopeCase{8, 1000, 8, 4, 8, false, false, false},
-                      RopeCase{8, 1000, 8, 4, 8, true, true, true},
-                      RopeCase{3, 4090, 32, 8, 128, false, false, true},
-                      RopeCase{2, 11, 4, 4, 256, false, true, true}),
-    [](const auto& info) {
-      const RopeCase& c = info.param;
-      return fmt::format("T{}_start{}_H{}_KV{}_D{}_{}{}_{}", c.tokens, c.start, c.q_heads,
-                         c.kv_heads, c.head_dim, c.interleaved ? "interleaved" : "rotate_half",
-                         c.qk_norm ? "_qknorm" : "", c.fused ? "fused" : "separate");
-    });
-
-TEST(CudaQkvRopeRefusals, ShapesAndPointersAreChecked) {
-  QkvRopeLaunch l;
-  float dummy = 0;
-  int32_t position = 0;
-  l.q = l.k = l.v = &dummy;
-  l.q_out = l.k_cache = l.v_cache = &dummy;
-  l.inv_freq = &dummy, l.position = &position;
-  l.tokens = 1, l.q_heads = 4, l.kv_heads = 2, l.head_dim = 7;
-  EXPECT_EQ(cuda_qkv_rope(l, nullptr), cudaErrorInvalidValue);  // odd head_dim
-  l.head_dim = 512;
-  EXPECT_EQ(cuda_qkv_rope(l, nullptr), cudaErrorInvalidValue);  // above 256
-  l.head_dim = 64, l.position = nullptr;
-  EXPECT_EQ(cuda_qkv_rope(l, nullptr), cudaErrorInvalidValue);  // no position
-  l.tokens = 0;
-  EXPECT_EQ(cuda_qkv_rope(l, nullptr), cudaSuccess);  // empty problem
-}
-
-// ---- attention -------------------------------------------------------------------------------
 
 // The CPU model's attention over host cache rows k, v [positions, kv_heads * d], with the
 // sums in double (the exact oracle).
@@ -337,6 +224,149 @@ void attention_ref(const float* q, const float* k, const float* v, size_t count,
     }
 }
 
+// A chunk's q|k|v products as LinearGroup lays them out, one fused product (q, k, v of a token
+// side by side in each row) or three separate ones, and the launch's offsets and strides.
+struct Products {
+  std::vector<float> rows;
+  size_t offset[3], stride[3];
+};
+Products lay_out(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                 size_t tokens, bool fused) {
+  const size_t qw = q.size() / tokens, kvw = k.size() / tokens, width = qw + 2 * kvw;
+  Products p{std::vector<float>(tokens * width), {0, 0, 0}, {0, 0, 0}};
+  const std::vector<float>* parts[3] = {&q, &k, &v};
+  const size_t widths[3] = {qw, kvw, kvw};
+  for (size_t i = 0, at = 0; i < 3; at += (fused ? 1 : tokens) * widths[i], ++i) {
+    p.offset[i] = at, p.stride[i] = fused ? width : widths[i];
+    for (size_t t = 0; t < tokens; ++t)
+      std::copy_n(parts[i]->begin() + t * widths[i], widths[i], p.rows.begin() + at + t * p.stride[i]);
+  }
+  return p;
+}
+
+// The device side of one attention step: the products, the cache (given rows, this chunk's and
+// later ones NaN), inv_freq, the position, the merge's scratch, and a launch over them (F32
+// output into `out`, no norms, no window).
+struct AttentionDevice {
+  AttentionDevice(const Products& products, const std::vector<float>& k_cache,
+                  const std::vector<float>& v_cache, const std::vector<float>& inv_freq, size_t start,
+                  size_t tokens, size_t heads, size_t kv_heads, size_t d, size_t splits)
+      : rows(products.rows), k(k_cache), v(v_cache), freq(inv_freq),
+        scratch(std::vector<float>(attention_scratch_floats(tokens, heads, splits, d), kNan)),
+        counters(std::vector<unsigned>(tokens * heads, 0)),
+        position(std::vector<int32_t>{int32_t(start)}),
+        out(std::vector<float>(tokens * heads * d, kNan)) {
+    l.q = rows.get() + products.offset[0], l.q_stride = products.stride[0];
+    l.k = rows.get() + products.offset[1], l.k_stride = products.stride[1];
+    l.v = rows.get() + products.offset[2], l.v_stride = products.stride[2];
+    l.inv_freq = freq.get(), l.k_cache = k.get(), l.v_cache = v.get();
+    l.out = out.get(), l.out_format = OutputFormat::f32, l.position = position.get();
+    l.tokens = tokens, l.heads = heads, l.kv_heads = kv_heads, l.head_dim = d;
+    l.scale = 1.0f / std::sqrt(float(d));
+    l.splits = splits, l.scratch = scratch.get(), l.counters = counters.get();
+  }
+  DeviceVector<float> rows, k, v, freq, scratch;
+  DeviceVector<unsigned> counters;
+  DeviceVector<int32_t> position;
+  DeviceVector<float> out;
+  AttentionLaunch l;
+};
+
+// The cache after a step: rows before start as they were, this chunk's rows the keys within
+// a few F32 roundings (the rotation's cos/sin against libm's) and the values exact, the rows
+// after it untouched (NaN).
+void expect_cache_rows(const std::vector<float>& got_k, const std::vector<float>& got_v,
+                       const std::vector<float>& want_k, const std::vector<float>& want_v,
+                       size_t start, size_t tokens, size_t kv_width) {
+  for (size_t i = 0; i < got_k.size(); ++i) {
+    const size_t row = i / kv_width;
+    if (row >= start + tokens) {
+      ASSERT_TRUE(std::isnan(got_k[i]) && std::isnan(got_v[i])) << "cache element " << i << " written";
+      continue;
+    }
+    ASSERT_EQ(got_v[i], want_v[i]) << "value element " << i << " (copied exactly)";
+    if (row < start) {
+      ASSERT_EQ(got_k[i], want_k[i]) << "key element " << i << " of an earlier row changed";
+      continue;
+    }
+    const float tol = float(kF32MaxRel) * 8 * (1 + std::abs(want_k[i]));
+    ASSERT_NEAR(got_k[i], want_k[i], tol) << "key element " << i;
+  }
+}
+
+struct RopeCase {
+  size_t tokens, start, q_heads, kv_heads, head_dim;
+  bool interleaved, qk_norm, fused;  // fused: q|k|v side by side per row, else three blocks
+};
+
+class CudaAttentionRope : public ::testing::TestWithParam<RopeCase> {};
+
+// The chunk's q and k rows through the norms and RoPE as the CPU model does them: the keys
+// stored in the cache, and the attention of the rotated queries over the cache.
+TEST_P(CudaAttentionRope, RotatesStoresAndAttendsAsTheCpuModel) {
+  NIBBLE_REQUIRE_CUDA();
+  const RopeCase c = GetParam();
+  const uint64_t seed = test::test_seed();
+  SCOPED_TRACE(test::seed_trace(seed));
+  std::mt19937 rng{uint32_t(seed)};
+  const size_t d = c.head_dim, qw = c.q_heads * d, kvw = c.kv_heads * d;
+  const size_t capacity = c.start + c.tokens + 2;
+  // inv_freq as LlamaConfig::rope_inv_freq computes it for theta = 10000 (no scaling).
+  std::vector<float> inv_freq(d / 2);
+  for (size_t i = 0; i < inv_freq.size(); ++i)
+    inv_freq[i] = float(1.0 / std::pow(10000.0, double(2 * i) / double(d)));
+  std::vector<float> q = random_vector(rng, c.tokens * qw), k = random_vector(rng, c.tokens * kvw);
+  const std::vector<float> v = random_vector(rng, c.tokens * kvw);
+  const Products products = lay_out(q, k, v, c.tokens, c.fused);
+  const std::vector<float> q_norm = random_vector(rng, d, 1, 0.3f), k_norm = random_vector(rng, d, 1, 0.3f);
+  // The cache: earlier rows given, this chunk's rows and the spare ones NaN.
+  std::vector<float> k_cache = random_vector(rng, capacity * kvw), v_cache = random_vector(rng, capacity * kvw);
+  std::fill(k_cache.begin() + c.start * kvw, k_cache.end(), kNan);
+  std::fill(v_cache.begin() + c.start * kvw, v_cache.end(), kNan);
+
+  // The CPU model's order: per-head RMSNorm, RoPE, the keys and values into the cache rows.
+  if (c.qk_norm) {
+    for (size_t i = 0; i < c.tokens * c.q_heads; ++i) rms_norm_ref(&q[i * d], q_norm.data(), d, 1e-6f, &q[i * d]);
+    for (size_t i = 0; i < c.tokens * c.kv_heads; ++i) rms_norm_ref(&k[i * d], k_norm.data(), d, 1e-6f, &k[i * d]);
+  }
+  rope_ref(q.data(), c.tokens, c.start, c.q_heads, d, inv_freq, c.interleaved);
+  rope_ref(k.data(), c.tokens, c.start, c.kv_heads, d, inv_freq, c.interleaved);
+  std::vector<float> want_k = k_cache, want_v = v_cache;
+  std::copy(k.begin(), k.end(), want_k.begin() + c.start * kvw);
+  std::copy(v.begin(), v.end(), want_v.begin() + c.start * kvw);
+  std::vector<float> want(c.tokens * qw);
+  attention_ref(q.data(), want_k.data(), want_v.data(), c.tokens, c.start, c.q_heads, c.kv_heads, d, 0,
+                want.data());
+
+  AttentionDevice dev(products, k_cache, v_cache, inv_freq, c.start, c.tokens, c.q_heads, c.kv_heads, d, 3);
+  DeviceVector<float> d_qn(q_norm), d_kn(k_norm);
+  if (c.qk_norm) dev.l.q_norm = d_qn.get(), dev.l.k_norm = d_kn.get();
+  dev.l.eps = 1e-6f, dev.l.interleaved = c.interleaved;
+  NIBBLE_CUDA_CHECK(cuda_attention(dev.l, nullptr));
+  expect_cache_rows(dev.k.to_host(), dev.v.to_host(), want_k, want_v, c.start, c.tokens, kvw);
+  expect_close(dev.out.to_host(), want, kF32MaxRel, kF32Nmse, "out");
+}
+
+// Decode (1 token) and chunks (3, 5, 8), positions 0 .. 4090; head_dim 8 (stories260K), 64,
+// 128, 256; both RoPE conventions; with and without the Qwen3 norms; the fused layout and the
+// separate one.
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CudaAttentionRope,
+    ::testing::Values(RopeCase{1, 0, 4, 2, 64, false, false, true},
+                      RopeCase{1, 0, 4, 2, 64, true, false, false},
+                      RopeCase{5, 37, 8, 2, 128, false, true, true},
+                      RopeCase{5, 37, 8, 2, 128, true, true, false},
+                      RopeCase{8, 1000, 8, 4, 8, false, false, false},
+                      RopeCase{8, 1000, 8, 4, 8, true, true, true},
+                      RopeCase{3, 4090, 32, 8, 128, false, false, true},
+                      RopeCase{2, 11, 4, 4, 256, false, true, true}),
+    [](const auto& info) {
+      const RopeCase& c = info.param;
+      return fmt::format("T{}_start{}_H{}_KV{}_D{}_{}{}_{}", c.tokens, c.start, c.q_heads,
+                         c.kv_heads, c.head_dim, c.interleaved ? "interleaved" : "rotate_half",
+                         c.qk_norm ? "_qknorm" : "", c.fused ? "fused" : "separate");
+    });
+
 struct AttentionCase {
   size_t tokens, start, heads, kv_heads, head_dim, window;
   bool bf16_out;
@@ -344,6 +374,8 @@ struct AttentionCase {
 
 class CudaAttention : public ::testing::TestWithParam<AttentionCase> {};
 
+// The attention itself, with RoPE at angle 0 (inv_freq zero: the rotation keeps every value
+// exactly), over 1 to 64 splits, windows, BF16 output.
 TEST_P(CudaAttention, MatchesCpuReference) {
   NIBBLE_REQUIRE_CUDA();
   const AttentionCase c = GetParam();
@@ -353,7 +385,6 @@ TEST_P(CudaAttention, MatchesCpuReference) {
   const size_t positions = c.start + c.tokens, capacity = positions + 3;
   const size_t kv_width = c.kv_heads * c.head_dim;
   const std::vector<float> q = random_vector(rng, c.tokens * c.heads * c.head_dim);
-  // Unfilled cache rows past start + tokens are NaN: reading them would poison the result.
   std::vector<float> k = random_vector(rng, capacity * kv_width);
   std::vector<float> v = random_vector(rng, capacity * kv_width);
   std::fill(k.begin() + positions * kv_width, k.end(), kNan);
@@ -361,43 +392,46 @@ TEST_P(CudaAttention, MatchesCpuReference) {
   std::vector<float> want(c.tokens * c.heads * c.head_dim);
   attention_ref(q.data(), k.data(), v.data(), c.tokens, c.start, c.heads, c.kv_heads, c.head_dim,
                 c.window, want.data());
+  // This chunk's rows come from the products; in the cache they are NaN until written (reading
+  // them there, or any row past them, would poison the result).
+  const auto chunk = [&](const std::vector<float>& rows) {
+    return std::vector<float>(rows.begin() + c.start * kv_width, rows.begin() + positions * kv_width);
+  };
+  const Products products = lay_out(q, chunk(k), chunk(v), c.tokens, false);
+  std::vector<float> k_cache = k, v_cache = v;
+  std::fill(k_cache.begin() + c.start * kv_width, k_cache.end(), kNan);
+  std::fill(v_cache.begin() + c.start * kv_width, v_cache.end(), kNan);
+  const std::vector<float> zero_freq(c.head_dim / 2, 0.0f);
 
-  DeviceVector<float> d_q(q), d_k(k), d_v(v);
-  DeviceVector<int32_t> d_pos(std::vector<int32_t>{int32_t(c.start)});
   // One block per (head, token), then split over positions (flash-decoding) into at most 3,
-  // 16 or 64 runs of >= 32 positions: one run below 33 positions (no merge), up to 47 runs at
-  // 1500 (merges of more than one load batch).
+  // 16 or 64 runs: one run below 65 positions (no merge), up to 24 runs at 1500 (merges of
+  // more than one load batch).
   for (const size_t splits : {size_t(1), size_t(3), size_t(16), size_t(64)}) {
     SCOPED_TRACE(testing::Message() << splits << " splits");
-    DeviceVector<float> d_out32(std::vector<float>(want.size(), kNan));
+    AttentionDevice dev(products, k_cache, v_cache, zero_freq, c.start, c.tokens, c.heads, c.kv_heads,
+                        c.head_dim, splits);
     DeviceVector<uint16_t> d_out16(std::vector<uint16_t>(want.size(), 0x7fc0));
-    DeviceVector<float> d_scratch(std::vector<float>(
-        attention_scratch_floats(c.tokens, c.heads, splits, c.head_dim), kNan));
-    DeviceVector<unsigned> d_counters(std::vector<unsigned>(c.tokens * c.heads, 0));
-    AttentionLaunch l;
-    l.q = d_q.get(), l.k = d_k.get(), l.v = d_v.get();
-    l.out = c.bf16_out ? static_cast<void*>(d_out16.get()) : d_out32.get();
-    l.out_format = c.bf16_out ? OutputFormat::bf16 : OutputFormat::f32;
-    l.tokens = c.tokens, l.position = d_pos.get(), l.heads = c.heads, l.kv_heads = c.kv_heads;
-    l.head_dim = c.head_dim, l.window = c.window;
-    l.scale = 1.0f / std::sqrt(float(c.head_dim));
-    l.splits = splits, l.scratch = d_scratch.get(), l.counters = d_counters.get();
+    if (c.bf16_out) dev.l.out = d_out16.get(), dev.l.out_format = OutputFormat::bf16;
+    dev.l.window = c.window;
     for (int launch = 0; launch < 2; ++launch) {  // the second finds the counters reset
-      NIBBLE_CUDA_CHECK(cudaMemset(l.out, 0xff, want.size() * (c.bf16_out ? 2 : 4)));  // NaN
-      NIBBLE_CUDA_CHECK(cuda_attention(l, nullptr));
+      NIBBLE_CUDA_CHECK(cudaMemcpy(dev.k.get(), k_cache.data(), k_cache.size() * 4, cudaMemcpyHostToDevice));
+      NIBBLE_CUDA_CHECK(cudaMemcpy(dev.v.get(), v_cache.data(), v_cache.size() * 4, cudaMemcpyHostToDevice));
+      NIBBLE_CUDA_CHECK(cudaMemset(dev.l.out, 0xff, want.size() * (c.bf16_out ? 2 : 4)));  // NaN
+      NIBBLE_CUDA_CHECK(cuda_attention(dev.l, nullptr));
       if (c.bf16_out)
         expect_close(bf16_to_f32_vector(d_out16.to_host()), want, kBf16MaxRel, kBf16Nmse, "out");
       else
-        expect_close(d_out32.to_host(), want, kF32MaxRel, kF32Nmse, "out");
-      for (unsigned v : d_counters.to_host()) ASSERT_EQ(v, 0u) << "a merge counter was left set";
+        expect_close(dev.out.to_host(), want, kF32MaxRel, kF32Nmse, "out");
+      expect_cache_rows(dev.k.to_host(), dev.v.to_host(), k, v, c.start, c.tokens, kv_width);
+      for (unsigned n : dev.counters.to_host()) ASSERT_EQ(n, 0u) << "a merge counter was left set";
     }
   }
 }
 
 // Decode (1 token) and prefill chunks (5, 8 tokens) at the start and deep into the cache; GQA
 // groups of 1, 2, 4 and 8; head_dim 8 (stories260K), 64, 128, 256; windows longer and shorter
-// than the prefix, including windows shorter than the kernel's 8 warps x 4 positions per trip
-// (1, 3, 8, 16: warps with no position), and a long prefix (many trips per warp).
+// than the prefix, including windows shorter than a warp's positions per trip (1, 3, 8, 16:
+// warps with no position), and a long prefix (many trips per warp).
 INSTANTIATE_TEST_SUITE_P(
     Cases, CudaAttention,
     ::testing::Values(
@@ -414,12 +448,13 @@ INSTANTIATE_TEST_SUITE_P(
                          c.kv_heads, c.head_dim, c.window, c.bf16_out ? "bf16" : "f32");
     });
 
-// Chained (PDL) as in a forward: the kernels just before attention write q and this forward's
-// cache rows (start .. start + tokens - 1) over NaN; the rows before start were written by
-// "earlier forwards" (here: before the stream's work). Attention reads those before its wait
-// and the new rows and q after it: reading either too early shows as NaN or as a difference
-// from the reference.
-TEST(CudaAttentionChained, ReadsThisForwardsRowsAfterTheWait) {
+// Chained (PDL) as in a forward: the kernels just before attention write the q|k|v products
+// over NaN, the kernel after it overwrites them with NaN, and this chunk's cache rows are NaN
+// until attention writes them; the rows before start were written by "earlier forwards" (here:
+// before the stream's work). Attention reads those before its wait and the products after it:
+// reading either too early, or the cache rows it writes, shows as NaN or as a difference from
+// the reference.
+TEST(CudaAttentionChained, ReadsThisChunksProductsAfterTheWait) {
   NIBBLE_REQUIRE_CUDA();
   const uint64_t seed = test::test_seed();
   SCOPED_TRACE(test::seed_trace(seed));
@@ -429,59 +464,62 @@ TEST(CudaAttentionChained, ReadsThisForwardsRowsAfterTheWait) {
   for (const size_t tokens : {size_t(1), size_t(5)}) {
     SCOPED_TRACE(testing::Message() << tokens << " tokens");
     const size_t start = 100, heads = 32, kv_heads = 8, d = 128, splits = 5;
-    const size_t positions = start + tokens, kv_width = kv_heads * d, fresh = tokens * kv_width;
+    const size_t positions = start + tokens, kv_width = kv_heads * d;
     const std::vector<float> q = random_vector(rng, tokens * heads * d);
     const std::vector<float> k = random_vector(rng, positions * kv_width);
     const std::vector<float> v = random_vector(rng, positions * kv_width);
     std::vector<float> want(q.size());
     attention_ref(q.data(), k.data(), v.data(), tokens, start, heads, kv_heads, d, 0, want.data());
-    const auto tail = [&](const std::vector<float>& rows) {
-      return std::vector<float>(rows.end() - ptrdiff_t(fresh), rows.end());
+    const auto chunk = [&](const std::vector<float>& rows) {
+      return std::vector<float>(rows.begin() + start * kv_width, rows.end());
     };
-    DeviceVector<float> d_q(std::vector<float>(q.size(), kNan)), d_q_src(q), d_nan(std::vector<float>(q.size(), kNan));
-    DeviceVector<float> d_k(k), d_v(v), d_k_new(tail(k)), d_v_new(tail(v));
-    DeviceVector<float> d_out(std::vector<float>(q.size(), kNan));
-    DeviceVector<float> d_scratch(std::vector<float>(attention_scratch_floats(tokens, heads, splits, d), kNan));
-    DeviceVector<unsigned> d_counters(std::vector<unsigned>(tokens * heads, 0));
-    DeviceVector<int32_t> d_pos(std::vector<int32_t>{int32_t(start)});
-    AttentionLaunch l;
-    l.q = d_q.get(), l.k = d_k.get(), l.v = d_v.get(), l.out = d_out.get();
-    l.out_format = OutputFormat::f32;
-    l.tokens = tokens, l.position = d_pos.get(), l.heads = heads, l.kv_heads = kv_heads;
-    l.head_dim = d, l.scale = 1.0f / std::sqrt(float(d));
-    l.splits = splits, l.scratch = d_scratch.get(), l.counters = d_counters.get();
+    const Products products = lay_out(q, chunk(k), chunk(v), tokens, true);
+    std::vector<float> k_cache = k, v_cache = v;
+    std::fill(k_cache.begin() + start * kv_width, k_cache.end(), kNan);
+    std::fill(v_cache.begin() + start * kv_width, v_cache.end(), kNan);
+    AttentionDevice dev(products, k_cache, v_cache, std::vector<float>(d / 2, 0.0f), start, tokens,
+                        heads, kv_heads, d, splits);
+    DeviceVector<float> d_source(products.rows), d_nan(std::vector<float>(products.rows.size(), kNan));
+    const size_t count = products.rows.size(), fresh = tokens * kv_width;
     for (int round = 0; round < 10; ++round) {
       SCOPED_TRACE(testing::Message() << "round " << round);
-      NIBBLE_CUDA_CHECK(cudaMemsetAsync(d_k.get() + start * kv_width, 0xff, fresh * 4, stream));
-      NIBBLE_CUDA_CHECK(cudaMemsetAsync(d_v.get() + start * kv_width, 0xff, fresh * 4, stream));
-      NIBBLE_CUDA_CHECK(cudaMemsetAsync(d_out.get(), 0xff, q.size() * 4, stream));
-      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_k_new.get(), 1, 1, fresh, nullptr, d_k.get() + start * kv_width, stream));
-      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_v_new.get(), 1, 1, fresh, nullptr, d_v.get() + start * kv_width, stream));
-      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_q_src.get(), 1, 1, q.size(), nullptr, d_q.get(), stream));
-      NIBBLE_CUDA_CHECK(cuda_attention(l, stream));
-      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_nan.get(), 1, 1, q.size(), nullptr, d_q.get(), stream));
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(dev.k.get() + start * kv_width, 0xff, fresh * 4, stream));
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(dev.v.get() + start * kv_width, 0xff, fresh * 4, stream));
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(dev.out.get(), 0xff, q.size() * 4, stream));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_nan.get(), 1, 1, count, nullptr, dev.rows.get(), stream));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_source.get(), 1, 1, count, nullptr, dev.rows.get(), stream));
+      NIBBLE_CUDA_CHECK(cuda_attention(dev.l, stream));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(d_nan.get(), 1, 1, count, nullptr, dev.rows.get(), stream));
       NIBBLE_CUDA_CHECK(cudaStreamSynchronize(stream));
-      expect_close(d_out.to_host(), want, kF32MaxRel, kF32Nmse, "out");
+      expect_close(dev.out.to_host(), want, kF32MaxRel, kF32Nmse, "out");
+      expect_cache_rows(dev.k.to_host(), dev.v.to_host(), k, v, start, tokens, kv_width);
       if (HasFailure()) break;
     }
   }
   NIBBLE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
-TEST(CudaAttentionRefusals, HeadDimAndGroupsAreChecked) {
+TEST(CudaAttentionRefusals, ShapesAndPointersAreChecked) {
   AttentionLaunch l;
   float dummy = 0;
   int32_t position = 0;
-  l.q = l.k = l.v = &dummy;
+  l.q = l.k = l.v = l.inv_freq = &dummy;
+  l.k_cache = l.v_cache = &dummy;
   l.out = &dummy;
   l.position = &position;
   l.tokens = 1, l.heads = 4, l.kv_heads = 2, l.head_dim = 512;
   EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // head_dim > 256
+  l.head_dim = 7;
+  EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // odd head_dim: no RoPE pairs
   l.head_dim = 64, l.kv_heads = 3;
   EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // 4 heads, 3 KV heads
   l.kv_heads = 2, l.position = nullptr;
   EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // no position
-  l.position = &position, l.splits = 4;
+  l.position = &position, l.inv_freq = nullptr;
+  EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // no RoPE frequencies
+  l.inv_freq = &dummy, l.k_cache = nullptr;
+  EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // no cache
+  l.k_cache = &dummy, l.splits = 4;
   EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);  // splits without scratch
   l.splits = 0;
   EXPECT_EQ(cuda_attention(l, nullptr), cudaErrorInvalidValue);

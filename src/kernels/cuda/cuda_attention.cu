@@ -21,6 +21,51 @@ constexpr int kWarps = 8;
 static_assert(kWarps * 32 >= int(kAttentionMaxHeadDim), "the merge takes one element a thread");
 // Partial results of a row the merging block loads at once.
 constexpr int kMergeBatch = 8;
+// A head's row of a product, element lane + 32 r in own[r] and its RoPE partner in mate[r]
+// (0 past head_dim).
+template <int kPerLane>
+__device__ __forceinline__ void load_row_pairs(const AttentionLaunch& p, const float* x,
+                                               float (&own)[kPerLane], float (&mate)[kPerLane]) {
+  const size_t d = p.head_dim, half = d / 2, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int r = 0; r < kPerLane; ++r) {
+    const size_t e = lane + 32 * r;
+    const size_t partner = p.interleaved ? e ^ 1 : e < half ? e + half : e - half;
+    own[r] = e < d ? x[e] : 0.0f;
+    mate[r] = e < d ? x[partner] : 0.0f;
+  }
+}
+
+// That row through the per-head norm (null weights: none) and RoPE at position `at`, as
+// element lane + 32 r in out[r] (0 past head_dim): the whole warp takes part.
+template <int kPerLane>
+__device__ __forceinline__ void rotate_row(const AttentionLaunch& p, const float (&own)[kPerLane],
+                                           const float (&mate)[kPerLane], const float* norm,
+                                           size_t at, float (&out)[kPerLane]) {
+  const size_t d = p.head_dim, half = d / 2, lane = threadIdx.x % 32;
+  float scale = 1.0f;
+  if (norm) {
+    float squares = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kPerLane; ++r) squares += own[r] * own[r];
+    scale = 1.0f / sqrtf(warp_sum(squares) / float(d) + p.eps);
+  }
+#pragma unroll
+  for (int r = 0; r < kPerLane; ++r) {
+    const size_t e = lane + 32 * r;
+    out[r] = 0.0f;
+    if (e >= d) continue;
+    const size_t partner = p.interleaved ? e ^ 1 : e < half ? e + half : e - half;
+    const bool second = p.interleaved ? (e & 1) != 0 : e >= half;  // b of its pair (a, b)
+    float x = own[r], y = mate[r];
+    if (norm) x = __ldg(norm + e) * (scale * x), y = __ldg(norm + partner) * (scale * y);
+    float sine, cosine;
+    sincosf(float(at) * __ldg(p.inv_freq + (p.interleaved ? e / 2 : second ? e - half : e)), &sine,
+            &cosine);
+    out[r] = second ? y * sine + x * cosine : x * cosine - y * sine;
+  }
+}
+
 template <int kPerLane, int kBatch>
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch p) {
   constexpr size_t kTrip = size_t(kWarps) * kBatch;  // positions a block reads per trip
@@ -46,16 +91,16 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   // position) were written by earlier forwards, which completed before this one began (the
   // position too is written before the first kernel), so the first trip's are loaded before
   // the wait: a decode step's cache reads then overlap the kernels before this one. The rows
-  // this forward writes (start .. start + tokens - 1) are read after it.
+  // of this chunk (start .. start + tokens - 1) are rotated from the k product after it.
   float kr[kBatch][kPerLane] = {}, vr[kBatch][kPerLane] = {};
-  // Rows j0 .. j0 + kBatch - 1 of a trip that lie in [from, below) and are visible (<= last).
-  const auto load_rows = [&](size_t j0, size_t from, size_t below) {
+  // Cache rows j0 .. j0 + kBatch - 1 of a trip that lie before start and are visible.
+  const auto load_rows = [&](size_t j0) {
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
       const size_t j = j0 + b;
-      const bool take = j <= last && j >= from && j < below;
-      const float* kj = p.k + j * kv_width + kvh * d;
-      const float* vj = p.v + j * kv_width + kvh * d;
+      const bool take = j <= last && j < start;
+      const float* kj = p.k_cache + j * kv_width + kvh * d;
+      const float* vj = p.v_cache + j * kv_width + kvh * d;
 #pragma unroll
       for (int r = 0; r < kPerLane; ++r) {
         const size_t i = size_t(lane + 32 * r);
@@ -63,25 +108,53 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
       }
     }
   };
-  size_t j0 = first + size_t(warp) * kBatch;
-  if (j0 <= last) load_rows(j0, 0, start);
-  pdl_wait();  // chained launches (cuda_launch.cuh): q and this forward's rows after it
-  if (j0 <= last && j0 + kBatch > start) load_rows(j0, start, SIZE_MAX);
-
-  const float* q = p.q + (t * p.heads + h) * d;
-  float qr[kPerLane], acc[kPerLane];
+  // This chunk's rows among j0 .. j0 + kBatch - 1: from the products, the key rotated. The
+  // first head of a group writes its own query's row into the cache (each row once).
+  const bool writer = h % (p.heads / p.kv_heads) == 0;
+  const auto new_rows = [&](size_t j0) {
+    const size_t below = min(j0 + kBatch, last + 1);
+    for (size_t j = max(j0, start); j < below; ++j) {
+      const size_t row = j - start;
+      float own[kPerLane], mate[kPerLane], key[kPerLane], value[kPerLane];
+      load_row_pairs<kPerLane>(p, p.k + row * p.k_stride + kvh * d, own, mate);
+      const float* vj = p.v + row * p.v_stride + kvh * d;
 #pragma unroll
-  for (int r = 0; r < kPerLane; ++r) {
-    const size_t i = size_t(lane + 32 * r);
-    qr[r] = i < d ? q[i] : 0.0f;
-    acc[r] = 0.0f;
-  }
+      for (int r = 0; r < kPerLane; ++r) {
+        const size_t i = size_t(lane + 32 * r);
+        value[r] = i < d ? vj[i] : 0.0f;
+      }
+      rotate_row<kPerLane>(p, own, mate, p.k_norm, j, key);
+#pragma unroll
+      for (int r = 0; r < kPerLane; ++r) {
+        const size_t i = size_t(lane + 32 * r);
+        if (writer && j == pos && i < d)
+          p.k_cache[j * kv_width + kvh * d + i] = key[r], p.v_cache[j * kv_width + kvh * d + i] = value[r];
+      }
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b)
+        if (j0 + b == j)
+#pragma unroll
+          for (int r = 0; r < kPerLane; ++r) kr[b][r] = key[r], vr[b][r] = value[r];
+    }
+  };
+  size_t j0 = first + size_t(warp) * kBatch;
+  if (j0 <= last) load_rows(j0);
+  pdl_wait();  // chained launches (cuda_launch.cuh): the products after it, and cache writes
+
+  // The query's products first, so their loads are in flight while this warp's new key rows
+  // are rotated.
+  float q_own[kPerLane], q_mate[kPerLane], qr[kPerLane], acc[kPerLane];
+  load_row_pairs<kPerLane>(p, p.q + t * p.q_stride + h * d, q_own, q_mate);
+  if (j0 <= last) new_rows(j0);
+  rotate_row<kPerLane>(p, q_own, q_mate, p.q_norm, pos, qr);
+#pragma unroll
+  for (int r = 0; r < kPerLane; ++r) acc[r] = 0.0f;
   float m = -INFINITY, l = 0.0f;
   // NOTES: j0 <= last, so position j0 of every trip is valid and m_new below is finite; a
   // position past last scores -inf (weight 0). Validity is the same on every lane of the warp,
   // so the shuffles of warp_sum are never divergent.
   for (bool first_trip = true; j0 <= last; j0 += kTrip, first_trip = false) {
-    if (!first_trip) load_rows(j0, 0, SIZE_MAX);
+    if (!first_trip) load_rows(j0), new_rows(j0);
     float s[kBatch];
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
@@ -203,10 +276,10 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
 
 cudaError_t cuda_attention(const AttentionLaunch& p, cudaStream_t stream) {
   if (p.tokens == 0 || p.heads == 0) return cudaSuccess;
-  if (!p.q || !p.k || !p.v || !p.out || !p.position || p.kv_heads == 0 || p.heads % p.kv_heads != 0 ||
-      p.head_dim == 0 || p.head_dim > kAttentionMaxHeadDim || p.tokens > 65535 ||
-      p.heads >= (size_t(1) << 31) || p.splits == 0 || p.splits > kAttentionMaxSplits ||
-      (p.splits > 1 && (!p.scratch || !p.counters)))
+  if (!p.q || !p.k || !p.v || !p.inv_freq || !p.k_cache || !p.v_cache || !p.out || !p.position ||
+      p.kv_heads == 0 || p.heads % p.kv_heads != 0 || p.head_dim == 0 || p.head_dim % 2 != 0 ||
+      p.head_dim > kAttentionMaxHeadDim || p.tokens > 65535 || p.heads >= (size_t(1) << 31) ||
+      p.splits == 0 || p.splits > kAttentionMaxSplits || (p.splits > 1 && (!p.scratch || !p.counters)))
     return cudaErrorInvalidValue;
   const dim3 grid(unsigned(p.heads), unsigned(p.tokens), unsigned(p.splits));
   const auto kernel = p.head_dim <= 128 ? attention_kernel<4, 8> : attention_kernel<8, 4>;

@@ -1,5 +1,5 @@
 // The device rows of a KvCache (model/kv_cache.h) on a CUDA device (CUDA builds only): per
-// layer, K and V [capacity, kv_width] F32, contiguous by position; cuda_qkv_rope writes a
+// layer, K and V [capacity, kv_width] F32, contiguous by position; cuda_attention writes a
 // chunk's rotated keys and its values straight into their rows.
 // F32 as on the CPU (accuracy first; a BF16 or FP8 cache halves or quarters it later).
 #pragma once

@@ -11,7 +11,6 @@
 #include "kernels/cuda/cuda_attention.h"
 #include "kernels/cuda/cuda_elementwise.h"
 #include "kernels/cuda/cuda_norm.h"
-#include "kernels/cuda/cuda_rope.h"
 #include "model/cuda/cuda_kv_cache.h"
 #include "model/llama/llama_model.h"
 #include "model/sampler.h"
@@ -116,7 +115,6 @@ void LlamaCudaExecutor::bind(const LlamaModel& model) {
   delta_ = DeviceBuffer(m * c.hidden * 4, "sublayer outputs");
   qkv_ = DeviceBuffer(m * c.qkv_width() * 4, "q|k|v products");
   gate_up_ = DeviceBuffer(m * 2 * c.ffn * 4, "MLP gate|up products");
-  q_ = DeviceBuffer(m * c.q_width() * 4, "rotated queries");
   attention_scratch_ = DeviceBuffer(
       attention_scratch_floats(m, c.heads, kAttentionSplitsMax, c.head_dim) * sizeof(float),
       "attention partial results");
@@ -283,20 +281,14 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
     const bool input_folded = l > 0 && layers_[l - 1].fold_next_norm;
     if (!input_folded) norm(0, l > 0, D.attn_norm, n, "input norm", l);
     L.qkv.forward_on_device(normed_view(input_folded, 0, n), OutputView{qkv, OutputFormat::f32}, s);
-    QkvRopeLaunch rope;
-    rope.q = qkv + L.qkv.offset(0, n), rope.q_stride = L.qkv.stride(0);
-    rope.k = qkv + L.qkv.offset(1, n), rope.k_stride = L.qkv.stride(1);
-    rope.v = qkv + L.qkv.offset(2, n), rope.v_stride = L.qkv.stride(2);
-    if (c.qk_norm) rope.q_norm = D.q_norm.as<const float>(), rope.k_norm = D.k_norm.as<const float>();
-    rope.eps = c.norm_eps;
-    rope.q_out = q_.as<float>(), rope.k_cache = kv->k(l), rope.v_cache = kv->v(l);
-    rope.position = position, rope.inv_freq = inv_freq_.as<const float>();
-    rope.tokens = n, rope.q_heads = c.heads, rope.kv_heads = c.kv_heads, rope.head_dim = c.head_dim;
-    rope.interleaved = c.rope_interleaved;
-    NIBBLE_CUDA_CHECK(cuda_qkv_rope(rope, s), "RoPE of layer {}", l);
-
     AttentionLaunch att;
-    att.q = q_.as<const float>(), att.k = kv->k(l), att.v = kv->v(l), att.out = input;
+    att.q = qkv + L.qkv.offset(0, n), att.q_stride = L.qkv.stride(0);
+    att.k = qkv + L.qkv.offset(1, n), att.k_stride = L.qkv.stride(1);
+    att.v = qkv + L.qkv.offset(2, n), att.v_stride = L.qkv.stride(2);
+    if (c.qk_norm) att.q_norm = D.q_norm.as<const float>(), att.k_norm = D.k_norm.as<const float>();
+    att.eps = c.norm_eps;
+    att.inv_freq = inv_freq_.as<const float>(), att.interleaved = c.rope_interleaved;
+    att.k_cache = kv->k(l), att.v_cache = kv->v(l), att.out = input;
     att.out_format = act_out, att.position = position;
     att.tokens = n, att.heads = c.heads, att.kv_heads = c.kv_heads;
     att.head_dim = c.head_dim, att.window = c.window(l), att.scale = scale;

@@ -11,8 +11,10 @@
 //   x  = embed(tokens)                                 gather, F32 residual stream [n, hidden]
 //   a  = rmsnorm(x += delta)            act            (delta: the previous layer's MLP output)
 //   q|k|v = Wqkv a                                     one fused product, or three (LinearGroup)
-//   q = rope(qnorm(q));  K[p..] = rope(knorm(k));  V[p..] = v      one launch (cuda_rope.h)
-//   a  = attention(q, K, V, window of this layer)  act   split over positions (flash-decoding)
+//   q = rope(qnorm(q));  K[p..] = rope(knorm(k));  V[p..] = v
+//   a  = attention(q, K, V, window of this layer)  act   with the line above one launch
+//                                                       (cuda_attention.h), split over
+//                                                       positions (flash-decoding)
 //   delta = Wo a
 //   a  = rmsnorm(x += delta)            act
 //   gate|up = Wgate_up a;  a = silu(gate) * up   act   one launch where the fused product
@@ -125,7 +127,7 @@ class LlamaCudaExecutor {
   // activations of one chunk (max_m_ rows each): the residual stream x, the sublayer output
   // delta, the q|k|v and gate|up products, the rotated queries, the norms' output and the
   // other linear layers' input (act format), the folded norms' partial sums, the logits.
-  DeviceBuffer step_, x_, delta_, qkv_, gate_up_, q_, normed_, input_, norm_partials_, logits_;
+  DeviceBuffer step_, x_, delta_, qkv_, gate_up_, normed_, input_, norm_partials_, logits_;
   // Flash-decoding's partial results and merge counters (cuda_attention.h), for any layer.
   DeviceBuffer attention_scratch_, attention_counters_;
   DeviceBuffer greedy_key_;  // the greedy token's argmax key (cuda_argmax.h)
