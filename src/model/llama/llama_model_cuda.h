@@ -125,8 +125,8 @@ class LlamaCudaExecutor {
   DeviceBuffer final_norm_, inv_freq_;
   // The step's position then its token ids (int32, uploaded before each forward), and the
   // activations of one chunk (max_m_ rows each): the residual stream x, the sublayer output
-  // delta, the q|k|v and gate|up products, the rotated queries, the norms' output and the
-  // other linear layers' input (act format), the folded norms' partial sums, the logits.
+  // delta, the q|k|v and gate|up products, the norms' output and the other linear layers'
+  // input (act format), the folded norms' partial sums, the logits.
   DeviceBuffer step_, x_, delta_, qkv_, gate_up_, normed_, input_, norm_partials_, logits_;
   // Flash-decoding's partial results and merge counters (cuda_attention.h), for any layer.
   DeviceBuffer attention_scratch_, attention_counters_;
