@@ -42,9 +42,9 @@
 // position into the cache (each row once), for the steps after this one.
 //
 // Chained (cuda_launch.cuh): the first trip's key and value rows before *position (the step's
-// first position), the RoPE frequencies and the norm weights are loaded before the wait:
-// earlier forwards wrote those rows, and the position is written before a forward's first
-// kernel. The q, k, v products are read, and the cache rows written, after it.
+// first position) are loaded before the wait: earlier forwards wrote them, and the position is
+// written before a forward's first kernel. The q, k, v products (with the RoPE frequencies and
+// norm weights beside them) are read, and the cache rows written, after it.
 #pragma once
 
 #include <cuda_runtime.h>
