@@ -21,28 +21,58 @@ constexpr int kWarps = 8;
 static_assert(kWarps * 32 >= int(kAttentionMaxHeadDim), "the merge takes one element a thread");
 // Partial results of a row the merging block loads at once.
 constexpr int kMergeBatch = 8;
+// RoPE pairs element e (a of its pair, or b) with its partner; the pair's frequency is
+// inv_freq[rope_pair(e)].
+__device__ __forceinline__ size_t rope_partner(const AttentionLaunch& p, size_t e) {
+  const size_t half = p.head_dim / 2;
+  return p.interleaved ? e ^ 1 : e < half ? e + half : e - half;
+}
+__device__ __forceinline__ size_t rope_pair(const AttentionLaunch& p, size_t e) {
+  const size_t half = p.head_dim / 2;
+  return p.interleaved ? e / 2 : e < half ? e : e - half;
+}
+
 // A head's row of a product, element lane + 32 r in own[r] and its RoPE partner in mate[r]
 // (0 past head_dim).
 template <int kPerLane>
 __device__ __forceinline__ void load_row_pairs(const AttentionLaunch& p, const float* x,
                                                float (&own)[kPerLane], float (&mate)[kPerLane]) {
-  const size_t d = p.head_dim, half = d / 2, lane = threadIdx.x % 32;
+  const size_t lane = threadIdx.x % 32;
 #pragma unroll
   for (int r = 0; r < kPerLane; ++r) {
     const size_t e = lane + 32 * r;
-    const size_t partner = p.interleaved ? e ^ 1 : e < half ? e + half : e - half;
-    own[r] = e < d ? x[e] : 0.0f;
-    mate[r] = e < d ? x[partner] : 0.0f;
+    own[r] = e < p.head_dim ? x[e] : 0.0f;
+    mate[r] = e < p.head_dim ? x[rope_partner(p, e)] : 0.0f;
   }
 }
 
-// That row through the per-head norm (null weights: none) and RoPE at position `at`, as
-// element lane + 32 r in out[r] (0 past head_dim): the whole warp takes part.
+// The rotation of the lane's elements lane + 32 r at one position.
+template <int kPerLane>
+struct RopeAngles {
+  float sine[kPerLane], cosine[kPerLane];
+};
+
+template <int kPerLane>
+__device__ __forceinline__ RopeAngles<kPerLane> rope_angles(const AttentionLaunch& p, size_t at) {
+  const size_t lane = threadIdx.x % 32;
+  RopeAngles<kPerLane> angles;
+#pragma unroll
+  for (int r = 0; r < kPerLane; ++r) {
+    const size_t e = lane + 32 * r;
+    const float freq = e < p.head_dim ? __ldg(p.inv_freq + rope_pair(p, e)) : 0.0f;
+    sincosf(float(at) * freq, &angles.sine[r], &angles.cosine[r]);
+  }
+  return angles;
+}
+
+// That row through the per-head norm (null weights: none) and RoPE by `angles`, as element
+// lane + 32 r in out[r] (0 past head_dim): the whole warp takes part.
 template <int kPerLane>
 __device__ __forceinline__ void rotate_row(const AttentionLaunch& p, const float (&own)[kPerLane],
                                            const float (&mate)[kPerLane], const float* norm,
-                                           size_t at, float (&out)[kPerLane]) {
-  const size_t d = p.head_dim, half = d / 2, lane = threadIdx.x % 32;
+                                           const RopeAngles<kPerLane>& angles,
+                                           float (&out)[kPerLane]) {
+  const size_t d = p.head_dim, lane = threadIdx.x % 32;
   float scale = 1.0f;
   if (norm) {
     float squares = 0.0f;
@@ -55,19 +85,20 @@ __device__ __forceinline__ void rotate_row(const AttentionLaunch& p, const float
     const size_t e = lane + 32 * r;
     out[r] = 0.0f;
     if (e >= d) continue;
-    const size_t partner = p.interleaved ? e ^ 1 : e < half ? e + half : e - half;
-    const bool second = p.interleaved ? (e & 1) != 0 : e >= half;  // b of its pair (a, b)
+    const bool second = p.interleaved ? (e & 1) != 0 : e >= d / 2;  // b of its pair (a, b)
     float x = own[r], y = mate[r];
-    if (norm) x = __ldg(norm + e) * (scale * x), y = __ldg(norm + partner) * (scale * y);
-    float sine, cosine;
-    sincosf(float(at) * __ldg(p.inv_freq + (p.interleaved ? e / 2 : second ? e - half : e)), &sine,
-            &cosine);
+    if (norm) x = __ldg(norm + e) * (scale * x), y = __ldg(norm + rope_partner(p, e)) * (scale * y);
+    const float sine = angles.sine[r], cosine = angles.cosine[r];
     out[r] = second ? y * sine + x * cosine : x * cosine - y * sine;
   }
 }
 
+// Two blocks an SM up to head_dim 128 (128 registers, a few spilled): attention then holds half
+// as many SMs, so more of the next product's CTAs, which each need a whole SM, start and load
+// their weights while it runs. The H200's decode: 547 against 538 tokens/s (docs/perf.md).
 template <int kPerLane, int kBatch>
-__global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch p) {
+__global__ void __launch_bounds__(kWarps * 32, kPerLane == 4 ? 2 : 1)
+    attention_kernel(AttentionLaunch p) {
   constexpr size_t kTrip = size_t(kWarps) * kBatch;  // positions a block reads per trip
   __shared__ float s_acc[kWarps][kAttentionMaxHeadDim];
   __shared__ float s_max[kWarps], s_sum[kWarps];
@@ -108,6 +139,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
       }
     }
   };
+  // The rotation at the query's position (that of the new key row of a decode step too), from
+  // the frequencies the model wrote at load time: before the wait, off the path after it.
+  const RopeAngles<kPerLane> at_pos = rope_angles<kPerLane>(p, pos);
   // This chunk's rows among j0 .. j0 + kBatch - 1: from the products, the key rotated. The
   // first head of a group writes its own query's row into the cache (each row once).
   const bool writer = h % (p.heads / p.kv_heads) == 0;
@@ -123,7 +157,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
         const size_t i = size_t(lane + 32 * r);
         value[r] = i < d ? vj[i] : 0.0f;
       }
-      rotate_row<kPerLane>(p, own, mate, p.k_norm, j, key);
+      rotate_row<kPerLane>(p, own, mate, p.k_norm, j == pos ? at_pos : rope_angles<kPerLane>(p, j),
+                           key);
 #pragma unroll
       for (int r = 0; r < kPerLane; ++r) {
         const size_t i = size_t(lane + 32 * r);
@@ -146,7 +181,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(AttentionLaunch 
   float q_own[kPerLane], q_mate[kPerLane], qr[kPerLane], acc[kPerLane];
   load_row_pairs<kPerLane>(p, p.q + t * p.q_stride + h * d, q_own, q_mate);
   if (j0 <= last) new_rows(j0);
-  rotate_row<kPerLane>(p, q_own, q_mate, p.q_norm, pos, qr);
+  rotate_row<kPerLane>(p, q_own, q_mate, p.q_norm, at_pos, qr);
 #pragma unroll
   for (int r = 0; r < kPerLane; ++r) acc[r] = 0.0f;
   float m = -INFINITY, l = 0.0f;

@@ -43,8 +43,9 @@
 //
 // Chained (cuda_launch.cuh): the first trip's key and value rows before *position (the step's
 // first position) are loaded before the wait: earlier forwards wrote them, and the position is
-// written before a forward's first kernel. The q, k, v products (with the RoPE frequencies and
-// norm weights beside them) are read, and the cache rows written, after it.
+// written before a forward's first kernel; so are the RoPE angles at the position of the
+// block's query (the frequencies are written at load time). The q, k, v products and the norm
+// weights are read, and the cache rows written, after it.
 #pragma once
 
 #include <cuda_runtime.h>
