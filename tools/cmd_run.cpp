@@ -178,6 +178,7 @@ void run(const Args& a) {
     ++steps;
   }
   const double gen_ms = ms_since(t1);
+  model.drain();  // a decode step run ahead for a call that will not come
   emit(decoder.finish());
   std::fputs("\n", stdout);
   std::fflush(stdout);

@@ -87,6 +87,35 @@ void expect_greedy_steps_match(const LlamaModel& m, const std::vector<int32_t>& 
         << "step " << i;
 }
 
+// A greedy continuation of `prompt` two ways on one model: forward_greedy fed its own tokens
+// (on CUDA each decode step runs ahead of the call asking for it), and each step's logits with
+// argmax() on the host. Now and then the caller feeds a token of its own or asks for logits
+// between greedy steps (a step run ahead is then dropped); the cache fills to its last row.
+void expect_greedy_continuation_matches(const LlamaModel& m, const std::vector<int32_t>& prompt,
+                                        size_t steps) {
+  const size_t V = m.config().vocab;
+  KvCache fed = m.make_cache(prompt.size() + steps), ref = m.make_cache(prompt.size() + steps);
+  std::vector<float> logits(V, NAN);
+  int32_t got = m.forward_greedy(prompt, fed);
+  m.forward(prompt, ref, logits.data());
+  for (size_t i = 0;; ++i) {
+    const int32_t want = int32_t(argmax(logits.data(), V));
+    ASSERT_EQ(got, want) << "step " << i;
+    if (i == steps) break;
+    const int32_t input = i % 5 == 4 ? int32_t((size_t(got) + 1) % V) : got;
+    const std::span<const int32_t> one(&input, 1);
+    if (i % 7 == 6) {
+      std::vector<float> between(V, NAN);
+      m.forward(one, fed, between.data());
+      got = int32_t(argmax(between.data(), V));
+    } else {
+      got = m.forward_greedy(one, fed);
+    }
+    m.forward(one, ref, logits.data());
+  }
+  EXPECT_EQ(fed.length(), fed.capacity());
+}
+
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   double d = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -484,6 +513,7 @@ TEST(Devices, CudaMatchesCpuOrSaysWhyNot) {
       const std::vector<float> decoded_gpu = stepped_logits(*b, tokens);
       EXPECT_LT(max_abs_diff(decoded_cpu, decoded_gpu) / max_logit, 1e-4);
       expect_greedy_steps_match(*b, tokens, decoded_gpu);
+      expect_greedy_continuation_matches(*b, tokens, 30);
     }
   }
 }

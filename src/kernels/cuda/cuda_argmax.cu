@@ -47,7 +47,21 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(ArgmaxLaunch p) {
   atomicMax(p.keys + row, best);
 }
 
+__global__ void greedy_feed_kernel(GreedyFeedLaunch p) {
+  pdl_launch_dependents();
+  pdl_wait();  // chained launches: the argmax's key, and the step the forward read, after it
+  const unsigned long long key = *p.key;
+  const uint32_t index = 0xffffffffu - uint32_t(key);
+  p.step[1] = key != 0 && key != kNanFirst && index < p.vocab ? int32_t(index) : 0;
+  p.step[0] += p.advance;
+}
+
 }  // namespace
+
+cudaError_t cuda_greedy_feed(const GreedyFeedLaunch& p, cudaStream_t stream) {
+  if (!p.key || !p.step || p.vocab == 0) return cudaErrorInvalidValue;
+  return launch(greedy_feed_kernel, dim3(1), dim3(1), 0, stream, true, p);
+}
 
 cudaError_t cuda_argmax_rows(const ArgmaxLaunch& p, cudaStream_t stream) {
   if (p.rows == 0) return cudaSuccess;

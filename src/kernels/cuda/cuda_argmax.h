@@ -32,6 +32,19 @@ struct ArgmaxLaunch {
 // or rows beyond 65535.
 cudaError_t cuda_argmax_rows(const ArgmaxLaunch& launch, cudaStream_t stream);
 
+// The next decode step's input, on the device: step[0] += advance (the position after this
+// chunk) and step[1] = the greedy token of *key, or 0 where the key holds none below `vocab`
+// (non-finite logits, which the host reports when it reads the key). Chained after
+// cuda_argmax_rows, so that a step launched right behind it finds its token without a trip
+// through the host (LlamaCudaExecutor runs greedy decode steps one ahead).
+struct GreedyFeedLaunch {
+  const unsigned long long* key = nullptr;  // device, written by cuda_argmax_rows
+  int32_t* step = nullptr;                  // device: [position, token ids...]
+  int32_t advance = 0;
+  uint32_t vocab = 0;
+};
+cudaError_t cuda_greedy_feed(const GreedyFeedLaunch& launch, cudaStream_t stream);
+
 // A key's value and index: *index is the row's greedy token when *value is finite.
 void decode_argmax_key(unsigned long long key, float* value, uint32_t* index);
 

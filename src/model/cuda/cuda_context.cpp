@@ -45,6 +45,21 @@ DeviceBuffer::~DeviceBuffer() {
   if (ptr_) cudaFree(ptr_);  // a destructor cannot throw; a failed free leaks at worst
 }
 
+PinnedBuffer::PinnedBuffer(size_t bytes, const std::string& what) {
+  NIBBLE_CUDA_CHECK(cudaMallocHost(&ptr_, bytes), "{} bytes of pinned host memory for {}", bytes,
+                    what);
+}
+
+PinnedBuffer::~PinnedBuffer() {
+  if (ptr_) cudaFreeHost(ptr_);
+}
+
+CudaEvent::CudaEvent() {
+  NIBBLE_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "an event");
+}
+
+CudaEvent::~CudaEvent() { cudaEventDestroy(event_); }
+
 CudaContext::CudaContext(const DeviceInfo& device) : device_(device) {
   NIBBLE_CHECK(device.kind == DeviceKind::cuda, "CudaContext needs a CUDA device, got {}",
                device_kind_name(device.kind));

@@ -6,6 +6,8 @@
 //                 the full-precision layers share: they run one after another on the stream,
 //                 so one arena sized for the largest serves them all.
 //   DeviceBuffer  an owned cudaMalloc'd allocation (allocated at load, never per token).
+//   PinnedBuffer, CudaEvent   owned page-locked host memory and an event, for copies the host
+//                 waits for without waiting for the whole stream.
 //
 // NIBBLE_CUBLAS_CHECK is NIBBLE_CUDA_CHECK's twin for cublasStatus_t.
 #pragma once
@@ -46,6 +48,37 @@ class DeviceBuffer {
  private:
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+};
+
+// An owned cudaMallocHost allocation: host memory the GPU copies into while the host goes on
+// (a copy into pageable memory returns only once it is done).
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(size_t bytes, const std::string& what);
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer();
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
+// An owned cudaEvent_t without timing: a point of a stream the host can wait for.
+class CudaEvent {
+ public:
+  CudaEvent();
+  CudaEvent(const CudaEvent&) = delete;
+  CudaEvent& operator=(const CudaEvent&) = delete;
+  ~CudaEvent();
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
 };
 
 class CudaContext {

@@ -217,6 +217,12 @@ int32_t LlamaModel::forward_greedy(std::span<const int32_t> tokens, KvCache& cac
   return argmax(logits.data(), logits.size());
 }
 
+void LlamaModel::drain() const {
+#if NIBBLE_WITH_CUDA
+  if (cuda_) cuda_->drop_ahead();
+#endif
+}
+
 void LlamaModel::run(std::span<const int32_t> tokens, KvCache& cache, float* logits,
                      bool all_logits, int32_t* greedy) const {
   const LlamaConfig& c = config_;
@@ -248,7 +254,7 @@ void LlamaModel::run(std::span<const int32_t> tokens, KvCache& cache, float* log
     forward_chunk(tokens.subspan(off, n), cache, out, all_logits);
   }
 #if NIBBLE_WITH_CUDA
-  if (cuda_) cuda_->synchronize();
+  if (cuda_) cuda_->finish();
 #endif
 }
 

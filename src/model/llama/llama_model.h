@@ -56,7 +56,12 @@ class LlamaModel {
   // Runs tokens as forward() does and returns the greedy token after the last one: argmax() of
   // its logits (sampler.h), with the same error for non-finite logits. On CUDA the argmax runs
   // on the device (cuda_argmax.h): a decode step copies 8 bytes back instead of the logits.
+  // On CUDA it also launches the next decode step (fed this token on the device) before it
+  // returns, so that a caller feeding the token back finds it running (llama_model_cuda.h).
   int32_t forward_greedy(std::span<const int32_t> tokens, KvCache& cache) const;
+  // Waits for, and drops, a step launched ahead for a call that may not come: before timing or
+  // measuring anything else on the device. A no-op on the CPU.
+  void drain() const;
 
   // What each linear layer became at load (format, kernel, reason).
   const std::vector<LinearPlanEntry>& plan() const { return plan_; }

@@ -56,7 +56,9 @@ struct LlamaCudaExecutor::Graph {
   ~Graph() { cudaGraphExecDestroy(exec); }
 };
 
-LlamaCudaExecutor::~LlamaCudaExecutor() = default;
+LlamaCudaExecutor::~LlamaCudaExecutor() {
+  if (ahead_) cudaStreamSynchronize(context_->stream());  // no throw here; its errors are moot
+}
 
 void LlamaCudaExecutor::upload_embedding(const std::shared_ptr<const DenseWeights>& host) {
   embedding_host_ = host;
@@ -127,6 +129,7 @@ void LlamaCudaExecutor::bind(const LlamaModel& model) {
                                 "the folded norms' partial sums");
   logits_ = DeviceBuffer(m * c.vocab * 4, "logits");
   greedy_key_ = DeviceBuffer(sizeof(unsigned long long), "the greedy token's key");
+  key_slots_ = std::make_unique<KeySlots>();
 }
 
 KvCache LlamaCudaExecutor::make_cache(size_t capacity) const {
@@ -139,6 +142,10 @@ KvCache LlamaCudaExecutor::make_cache(size_t capacity) const {
 void LlamaCudaExecutor::synchronize() const {
   NIBBLE_CUDA_CHECK(cudaStreamSynchronize(context_->stream()), "the forward on {}",
                     context_->device().name);
+}
+
+void LlamaCudaExecutor::finish() const {
+  if (!ahead_) synchronize();
 }
 
 void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& cache,
@@ -154,18 +161,65 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
   const size_t logit_rows = logits || greedy ? (all_logits ? n : 1) : 0;
   const GraphKey key{n, logit_rows, greedy != nullptr, kv->k(0), kv->v(0), cache.capacity()};
 
+  // The step launched ahead is this one when this asks for the greedy step it guessed.
+  int slot = 0;
+  if (ahead_ && greedy && n == 1 && tokens[0] == ahead_->token && kv->id() == ahead_->cache_id &&
+      start == ahead_->position) {
+    slot = ahead_->slot;
+    ahead_.reset();
+  } else {
+    drop_ahead();
+    launch(key, tokens, cache);
+    if (greedy) copy_key(slot);
+  }
+  cache.set_length(start + n);
+  if (logits) {
+    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.get(), key.logit_rows * c.vocab * sizeof(float),
+                                      cudaMemcpyDeviceToHost, s),
+                      "logits to the host");
+    synchronize();
+    return;
+  }
+  if (!greedy) return;
+  // The next decode step goes in before this one's token is read: the GPU has it queued.
+  launch_ahead(*kv, start + n, cache.capacity(), slot);
+  unsigned long long greedy_key = 0;
+  float value = 0.0f;
+  uint32_t index = 0;
+  try {
+    NIBBLE_CUDA_CHECK(cudaEventSynchronize(key_slots_->copied[slot].get()), "the forward on {}",
+                      context_->device().name);
+    greedy_key = key_slots_->keys.as<unsigned long long>()[slot];
+    decode_argmax_key(greedy_key, &value, &index);
+    check_best_logit(value);
+  } catch (...) {
+    drop_ahead();
+    throw;
+  }
+  *greedy = int32_t(index);
+  if (ahead_) ahead_->token = *greedy;
+}
+
+const LlamaCudaExecutor::Graph* LlamaCudaExecutor::held_graph(const GraphKey& key) const {
+  const auto held = std::find_if(graphs_.begin(), graphs_.end(),
+                                 [&](const auto& g) { return g->key == key; });
+  return held == graphs_.end() ? nullptr : held->get();
+}
+
+void LlamaCudaExecutor::launch(const GraphKey& key, std::span<const int32_t> tokens,
+                               KvCache& cache) const {
+  const cudaStream_t s = context_->stream();
+  const size_t n = tokens.size();
   // Pageable memory: cudaMemcpyAsync stages it before returning, so `step` may go.
   std::array<int32_t, 1 + kCudaMaxBatchTokens> step{};
-  step[0] = int32_t(start);
+  step[0] = int32_t(cache.length());
   std::copy(tokens.begin(), tokens.end(), step.begin() + 1);
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(step_.get(), step.data(), (1 + n) * sizeof(int32_t),
                                     cudaMemcpyHostToDevice, s),
                     "the position and token ids");
 
-  const auto held = std::find_if(graphs_.begin(), graphs_.end(),
-                                 [&](const auto& g) { return g->key == key; });
-  if (held != graphs_.end()) {
-    NIBBLE_CUDA_CHECK(cudaGraphLaunch((*held)->exec, s), "the captured forward");
+  if (const Graph* held = held_graph(key)) {
+    NIBBLE_CUDA_CHECK(cudaGraphLaunch(held->exec, s), "the captured forward");
   } else if (!use_graphs_ || std::find(seen_.begin(), seen_.end(), key) == seen_.end()) {
     if (use_graphs_) {
       constexpr size_t kMaxSeen = 64;  // a long-lived model sees many caches: forget the oldest
@@ -199,24 +253,31 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
     graphs_.push_back(std::make_unique<Graph>(key, exec));
     NIBBLE_CUDA_CHECK(cudaGraphLaunch(exec, s), "the captured forward");
   }
-  cache.set_length(start + n);
-  if (logits)
-    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(logits, logits_.get(), key.logit_rows * c.vocab * sizeof(float),
-                                      cudaMemcpyDeviceToHost, s),
-                      "logits to the host");
-  unsigned long long greedy_key = 0;
-  if (greedy)
-    NIBBLE_CUDA_CHECK(cudaMemcpyAsync(&greedy_key, greedy_key_.get(), sizeof greedy_key,
-                                      cudaMemcpyDeviceToHost, s),
-                      "the greedy token to the host");
-  if (!logits && !greedy) return;
+}
+
+void LlamaCudaExecutor::copy_key(int slot) const {
+  const cudaStream_t s = context_->stream();
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(key_slots_->keys.as<unsigned long long>() + slot,
+                                    greedy_key_.get(), sizeof(unsigned long long),
+                                    cudaMemcpyDeviceToHost, s),
+                    "the greedy token to the host");
+  NIBBLE_CUDA_CHECK(cudaEventRecord(key_slots_->copied[slot].get(), s), "marking the copy");
+}
+
+void LlamaCudaExecutor::launch_ahead(const CudaKvStorage& kv, size_t position, size_t capacity,
+                                     int slot) const {
+  if (position >= capacity) return;  // the step would write row `position`
+  const Graph* next = held_graph(GraphKey{1, 1, true, kv.k(0), kv.v(0), capacity});
+  if (!next) return;  // decode runs eagerly until its graph is captured
+  NIBBLE_CUDA_CHECK(cudaGraphLaunch(next->exec, context_->stream()), "the next decode step");
+  copy_key(1 - slot);
+  ahead_ = Ahead{kv.id(), position, -1, 1 - slot};
+}
+
+void LlamaCudaExecutor::drop_ahead() const {
+  if (!ahead_) return;
+  ahead_.reset();
   synchronize();
-  if (!greedy) return;
-  float value = 0.0f;
-  uint32_t index = 0;
-  decode_argmax_key(greedy_key, &value, &index);
-  check_best_logit(value);
-  *greedy = int32_t(index);
 }
 
 void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
@@ -331,6 +392,10 @@ void LlamaCudaExecutor::enqueue(const GraphKey& key, KvCache& cache) const {
   argmax.rows = 1, argmax.cols = c.vocab;
   argmax.keys = greedy_key_.as<unsigned long long>();
   NIBBLE_CUDA_CHECK(cuda_argmax_rows(argmax, s), "the greedy token's argmax");
+  GreedyFeedLaunch feed;
+  feed.key = greedy_key_.as<const unsigned long long>();
+  feed.step = step_.as<int32_t>(), feed.advance = int32_t(n), feed.vocab = uint32_t(c.vocab);
+  NIBBLE_CUDA_CHECK(cuda_greedy_feed(feed, s), "the next step's position and token");
 }
 
 }  // namespace nibble

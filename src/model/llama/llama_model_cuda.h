@@ -36,6 +36,14 @@
 // capture) and is captured the second. At decode that saves the host ~10 launches a layer
 // and the GPU the gaps between them.
 //
+// Greedy decode runs one step ahead: after a greedy step's graph, a small kernel writes the
+// next position and the argmax into the step buffer, and forward_chunk launches the next
+// decode step's graph before it waits for this step's token (copied into pinned memory), so
+// the GPU never idles while the host reads a token and launches the next step. When the caller
+// then asks for that step (the token just returned, the same cache at the next position) it is
+// already running; any other call first waits for it and drops it (its KV row lies beyond the
+// cache's length, and the step that is asked for writes that row again).
+//
 // Prompts run in chunks of kCudaMaxBatchTokens = 8 tokens: sm80_mxfp4_gemv serves M = 1..8
 // (decode); a tensor-core GEMM for prefill is a later issue. Every buffer (activations, the
 // logits of one chunk, the full-precision layers' scratch) is allocated here once, at load;
@@ -46,12 +54,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "kernels/cuda/sm80_mxfp4_gemv.h"
 #include "model/cuda/cuda_context.h"
 #include "model/cuda/cuda_dense_linear.h"
+#include "model/cuda/cuda_kv_cache.h"
 #include "model/kv_cache.h"
 #include "model/linear_plan.h"
 #include "model/llama/llama_config.h"
@@ -90,6 +100,12 @@ class LlamaCudaExecutor {
   size_t captured_graphs() const { return graphs_.size(); }
   // Waits for the stream; reports any asynchronous error of the forward.
   void synchronize() const;
+  // The end of a model call: synchronize(), unless a decode step runs ahead of the next call
+  // (forward_chunk has then waited for what it returns, and waiting for the stream would take
+  // the step ahead's lead away).
+  void finish() const;
+  // Waits for the step launched ahead, if any, and forgets it.
+  void drop_ahead() const;
   const DeviceInfo& device() const { return context_->device(); }
 
  private:
@@ -112,6 +128,17 @@ class LlamaCudaExecutor {
 
   // Enqueues the forward of `key` on the stream (no host synchronization, capturable).
   void enqueue(const GraphKey& key, KvCache& cache) const;
+  // Uploads the position and token ids, then runs `key`'s forward: its held graph, eagerly the
+  // first time, captured the second.
+  void launch(const GraphKey& key, std::span<const int32_t> tokens, KvCache& cache) const;
+  // The held graph of `key`, or null.
+  const Graph* held_graph(const GraphKey& key) const;
+  // A greedy step's argmax key into pinned slot `slot`, and that slot's event after it.
+  void copy_key(int slot) const;
+  // Launches the greedy decode step at `position` of `kv` (the step before it, whose key went
+  // to `slot`, fed its token on the device) where its graph is held and the cache has the
+  // row; sets ahead_.
+  void launch_ahead(const CudaKvStorage& kv, size_t position, size_t capacity, int slot) const;
 
   LlamaConfig config_;
   size_t max_m_;
@@ -131,6 +158,22 @@ class LlamaCudaExecutor {
   // Flash-decoding's partial results and merge counters (cuda_attention.h), for any layer.
   DeviceBuffer attention_scratch_, attention_counters_;
   DeviceBuffer greedy_key_;  // the greedy token's argmax key (cuda_argmax.h)
+  // The decode step launched ahead (see above): the cache it runs on, its position, the token
+  // it reads (set once the step before it is read) and the pinned slot of its key.
+  struct Ahead {
+    uint64_t cache_id = 0;
+    size_t position = 0;
+    int32_t token = -1;
+    int slot = 0;
+  };
+  mutable std::optional<Ahead> ahead_;
+  // Where greedy steps' keys are copied: two pinned slots (a step's and the one ahead), each
+  // with an event after its copy. Made in bind(), on the executor's device.
+  struct KeySlots {
+    PinnedBuffer keys{2 * sizeof(unsigned long long), "the greedy tokens' keys"};
+    CudaEvent copied[2];
+  };
+  std::unique_ptr<KeySlots> key_slots_;  // a step asked for uses slot 0, one ahead the other
   bool use_graphs_;
   mutable std::vector<GraphKey> seen_;              // shapes run once, eagerly
   mutable std::vector<std::unique_ptr<Graph>> graphs_;  // oldest first
