@@ -89,8 +89,9 @@ void expect_greedy_steps_match(const LlamaModel& m, const std::vector<int32_t>& 
 
 // A greedy continuation of `prompt` two ways on one model: forward_greedy fed its own tokens
 // (on CUDA each decode step runs ahead of the call asking for it), and each step's logits with
-// argmax() on the host. Now and then the caller feeds a token of its own or asks for logits
-// between greedy steps (a step run ahead is then dropped); the cache fills to its last row.
+// argmax() on the host. Now and then the caller feeds a token of its own, asks for logits
+// between greedy steps or drains the model (a step run ahead is then dropped); the cache fills
+// to its last row.
 void expect_greedy_continuation_matches(const LlamaModel& m, const std::vector<int32_t>& prompt,
                                         size_t steps) {
   const size_t V = m.config().vocab;
@@ -102,6 +103,7 @@ void expect_greedy_continuation_matches(const LlamaModel& m, const std::vector<i
     const int32_t want = int32_t(argmax(logits.data(), V));
     ASSERT_EQ(got, want) << "step " << i;
     if (i == steps) break;
+    if (i % 11 == 10) m.drain();  // the step ahead waited for and dropped, as before a benchmark
     const int32_t input = i % 5 == 4 ? int32_t((size_t(got) + 1) % V) : got;
     const std::span<const int32_t> one(&input, 1);
     if (i % 7 == 6) {
