@@ -37,29 +37,7 @@ namespace {
 
 constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
 
-// A device copy of a host vector, copied back with to_host().
-template <typename T>
-class DeviceVector {
- public:
-  explicit DeviceVector(const std::vector<T>& host) : size_(host.size()) {
-    NIBBLE_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(size_ * sizeof(T), 1)));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(ptr_, host.data(), size_ * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  DeviceVector(const DeviceVector&) = delete;
-  DeviceVector& operator=(const DeviceVector&) = delete;
-  ~DeviceVector() { cudaFree(ptr_); }
-  T* get() const { return ptr_; }
-  std::vector<T> to_host() const {
-    std::vector<T> out(size_);
-    NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
-    NIBBLE_CUDA_CHECK(cudaMemcpy(out.data(), ptr_, size_ * sizeof(T), cudaMemcpyDeviceToHost));
-    return out;
-  }
-
- private:
-  T* ptr_ = nullptr;
-  size_t size_;
-};
+using test::DeviceVector;
 
 std::vector<float> random_vector(std::mt19937& rng, size_t n, float mean = 0, float sd = 1) {
   std::normal_distribution<float> dist(mean, sd);

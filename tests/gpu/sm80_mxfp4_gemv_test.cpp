@@ -46,26 +46,21 @@ DeviceInfo test_device() {
   }
 }
 
-template <typename T>
-struct DeviceArray {
-  T* ptr = nullptr;
-  explicit DeviceArray(size_t bytes) { NIBBLE_CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(bytes, 1))); }
-  ~DeviceArray() { cudaFree(ptr); }
-};
+using test::DeviceVector;
 
 // The harness's apply hook: host buffers to the device (the poisoned output too), apply on a
 // non-default stream, and back.
 void cuda_apply(const LinearKernel& kernel, const LinearDesc& layer,
                 const PreparedWeights& prepared, const void* act, size_t act_bytes, size_t m,
                 void* out, size_t out_bytes) {
-  DeviceArray<uint8_t> d_act(act_bytes), d_out(out_bytes);
+  DeviceVector<uint8_t> d_act(act_bytes, 0), d_out(out_bytes, 0);
   cudaStream_t stream = nullptr;
   NIBBLE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(d_act.ptr, act, act_bytes, cudaMemcpyHostToDevice, stream));
-  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(d_out.ptr, out, out_bytes, cudaMemcpyHostToDevice, stream));
-  kernel.apply(layer, prepared, ActivationView{d_act.ptr, m, layer.activation},
-               OutputView{d_out.ptr, layer.output}, stream);
-  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(out, d_out.ptr, out_bytes, cudaMemcpyDeviceToHost, stream));
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(d_act.get(), act, act_bytes, cudaMemcpyHostToDevice, stream));
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(d_out.get(), out, out_bytes, cudaMemcpyHostToDevice, stream));
+  kernel.apply(layer, prepared, ActivationView{d_act.get(), m, layer.activation},
+               OutputView{d_out.get(), layer.output}, stream);
+  NIBBLE_CUDA_CHECK(cudaMemcpyAsync(out, d_out.get(), out_bytes, cudaMemcpyDeviceToHost, stream));
   NIBBLE_CUDA_CHECK(cudaStreamSynchronize(stream));
   NIBBLE_CUDA_CHECK(cudaStreamDestroy(stream));
 }
@@ -216,16 +211,6 @@ TEST(Sm80Mxfp4GemvSwiglu, MatchesThePlainProductThenSilu) {
       }
 }
 
-template <typename T>
-std::vector<T> download(const DeviceArray<uint8_t>& d, size_t count) {
-  std::vector<T> host(count);
-  NIBBLE_CUDA_CHECK(cudaMemcpy(host.data(), d.ptr, count * sizeof(T), cudaMemcpyDeviceToHost));
-  return host;
-}
-template <typename T>
-void upload(const DeviceArray<uint8_t>& d, const std::vector<T>& host) {
-  NIBBLE_CUDA_CHECK(cudaMemcpy(d.ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
-}
 float activation_at(const std::vector<uint8_t>& bytes, ActivationFormat f, size_t i) {
   return f == ActivationFormat::bf16 ? bf16_to_f32(reinterpret_cast<const uint16_t*>(bytes.data())[i])
                                      : reinterpret_cast<const float*>(bytes.data())[i];
@@ -269,19 +254,16 @@ TEST(Sm80Mxfp4GemvFoldedNorm, ProductsAroundTheNormMatchItsArithmetic) {
         for (float& v : x0) v = uniform(rng);
         for (float& v : weight) v = uniform(rng);
         const size_t tail = 40;  // poisoned values past each output
-        DeviceArray<uint8_t> d_act(before.act.size()), d_x(m * hidden * 4), d_w(hidden * 4),
-            d_normed((m * hidden + tail) * elem), d_partials((m * slots + tail) * 4);
-        upload(d_act, before.act), upload(d_x, x0), upload(d_w, weight);
-        NIBBLE_CUDA_CHECK(cudaMemset(d_normed.ptr, 0xff, (m * hidden + tail) * elem));
-        NIBBLE_CUDA_CHECK(cudaMemset(d_partials.ptr, 0xff, (m * slots + tail) * 4));
-        const FoldedNorm fold{reinterpret_cast<float*>(d_partials.ptr), hidden, eps,
-                              reinterpret_cast<float*>(d_x.ptr), reinterpret_cast<const float*>(d_w.ptr)};
-        kernel->apply(before.desc, *before_prepared, ActivationView{d_act.ptr, m, act},
-                      OutputView{d_normed.ptr, act_out, fold}, nullptr);
-        NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
-        const auto x = download<float>(d_x, m * hidden);
-        const auto normed = download<uint8_t>(d_normed, (m * hidden + tail) * elem);
-        const auto partials = download<uint32_t>(d_partials, m * slots + tail);
+        DeviceVector<uint8_t> d_act(before.act), d_normed((m * hidden + tail) * elem, 0xff);
+        DeviceVector<float> d_x(x0), d_w(weight);
+        DeviceVector<uint32_t> d_partials(m * slots + tail, 0xff);
+        const FoldedNorm fold{reinterpret_cast<float*>(d_partials.get()), hidden, eps, d_x.get(),
+                              d_w.get()};
+        kernel->apply(before.desc, *before_prepared, ActivationView{d_act.get(), m, act},
+                      OutputView{d_normed.get(), act_out, fold}, nullptr);
+        const auto x = d_x.to_host();
+        const auto normed = d_normed.to_host();
+        const auto partials = d_partials.to_host();
         size_t bad = 0;
         std::vector<double> squares(m, 0.0);
         for (size_t row = 0; row < m; ++row)
@@ -327,13 +309,11 @@ TEST(Sm80Mxfp4GemvFoldedNorm, ProductsAroundTheNormMatchItsArithmetic) {
 
           const auto prepared = kernel->prepare(after.desc, after.weights(), after.bias.data());
           const size_t out_n = after.desc.out_features(), out_elem = activation_format_bytes(act);
-          DeviceArray<uint8_t> d_out((m * out_n + tail) * out_elem);
-          NIBBLE_CUDA_CHECK(cudaMemset(d_out.ptr, 0xff, (m * out_n + tail) * out_elem));
+          DeviceVector<uint8_t> d_out((m * out_n + tail) * out_elem, 0xff);
           kernel->apply(after.desc, *prepared,
-                        ActivationView{d_normed.ptr, m, act, FoldedNorm{fold.partials, hidden, eps}},
-                        OutputView{d_out.ptr, act_out}, nullptr);
-          NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
-          const auto got = download<uint8_t>(d_out, (m * out_n + tail) * out_elem);
+                        ActivationView{d_normed.get(), m, act, FoldedNorm{fold.partials, hidden, eps}},
+                        OutputView{d_out.get(), act_out}, nullptr);
+          const auto got = d_out.to_host();
           size_t wrong = 0;
           for (size_t row = 0; row < m; ++row) {
             const double scale = 1.0 / std::sqrt(squares[row] / double(hidden) + eps);
@@ -395,14 +375,10 @@ TEST(Sm80Mxfp4GemvActivationLoads, VectorBitIdenticalToElementLoads) {
         const LinearCase c{n, k, m, true, format, OutputFormat::f32};
         const test::RandomLinear r = test::make_random_linear(c, seed + n + k + m);
         const GemvPacked packed = mxfp4_gemv_pack(r.weights());
-        DeviceArray<uint8_t> w(packed.weights.size()), sc(packed.scales.size()), act(r.act.size());
-        DeviceArray<float> bias(n * 4), out(m * n * 4);
-        NIBBLE_CUDA_CHECK(cudaMemcpy(w.ptr, packed.weights.data(), packed.weights.size(), cudaMemcpyHostToDevice));
-        NIBBLE_CUDA_CHECK(cudaMemcpy(sc.ptr, packed.scales.data(), packed.scales.size(), cudaMemcpyHostToDevice));
-        NIBBLE_CUDA_CHECK(cudaMemcpy(act.ptr, r.act.data(), r.act.size(), cudaMemcpyHostToDevice));
-        NIBBLE_CUDA_CHECK(cudaMemcpy(bias.ptr, r.bias.data(), n * 4, cudaMemcpyHostToDevice));
+        DeviceVector<uint8_t> w(packed.weights), sc(packed.scales), act(r.act);
+        DeviceVector<float> bias(r.bias), out(m * n, 0xff);
         GemvLaunch l;
-        l.weights = w.ptr, l.scales = sc.ptr, l.act = act.ptr, l.bias = bias.ptr, l.out = out.ptr;
+        l.weights = w.get(), l.scales = sc.get(), l.act = act.get(), l.bias = bias.get(), l.out = out.get();
         l.n = n, l.k = k, l.m = m, l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
         l.activation = format, l.output = OutputFormat::f32;
         l.special_scales = packed.special_scales;
@@ -412,11 +388,9 @@ TEST(Sm80Mxfp4GemvActivationLoads, VectorBitIdenticalToElementLoads) {
             for (int vector : {0, 1}) {
               if (vector && (k * (format == ActivationFormat::bf16 ? 2 : 4)) % 16 != 0) continue;
               l.tiles_per_cta = tiles, l.warps = warps, l.team = team, l.act_vector = vector;
-              NIBBLE_CUDA_CHECK(cudaMemset(out.ptr, 0xff, m * n * 4));  // NaN poison
+              NIBBLE_CUDA_CHECK(cudaMemset(out.get(), 0xff, out.bytes()));  // NaN poison
               NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(l, nullptr)));
-              NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
-              got[vector].resize(m * n);
-              NIBBLE_CUDA_CHECK(cudaMemcpy(got[vector].data(), out.ptr, m * n * 4, cudaMemcpyDeviceToHost));
+              got[vector] = out.to_host();
             }
             ASSERT_FALSE(got[0].empty());
             if (got[1].empty()) continue;  // 16-byte loads cannot apply to this K
@@ -445,31 +419,28 @@ TEST(Sm80Mxfp4GemvChained, WaitsForTheKernelBeforeIt) {
     const LinearCase c{n, k, m, false, ActivationFormat::f32, OutputFormat::f32};
     const test::RandomLinear r = test::make_random_linear(c, seed + n + k);
     const GemvPacked packed = mxfp4_gemv_pack(r.weights());
-    DeviceArray<uint8_t> w(packed.weights.size()), sc(packed.scales.size());
-    DeviceArray<float> source(m * k * 4), nan(m * k * 4), act(m * k * 4), out(m * n * 4);
-    NIBBLE_CUDA_CHECK(cudaMemcpy(w.ptr, packed.weights.data(), packed.weights.size(), cudaMemcpyHostToDevice));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(sc.ptr, packed.scales.data(), packed.scales.size(), cudaMemcpyHostToDevice));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(source.ptr, r.act.data(), m * k * 4, cudaMemcpyHostToDevice));
-    NIBBLE_CUDA_CHECK(cudaMemset(nan.ptr, 0xff, m * k * 4));
+    DeviceVector<uint8_t> w(packed.weights), sc(packed.scales);
+    DeviceVector<float> source(m * k, 0), nan(m * k, 0xff), act(m * k, 0), out(m * n, 0);
+    NIBBLE_CUDA_CHECK(cudaMemcpy(source.get(), r.act.data(), source.bytes(), cudaMemcpyHostToDevice));
     GemvLaunch l;
-    l.weights = w.ptr, l.scales = sc.ptr, l.act = act.ptr, l.out = out.ptr;
+    l.weights = w.get(), l.scales = sc.get(), l.act = act.get(), l.out = out.get();
     l.n = n, l.k = k, l.m = m, l.n_pad = packed.n_pad, l.k_chunks = packed.k_chunks;
     l.activation = ActivationFormat::f32, l.output = OutputFormat::f32;
     l.special_scales = packed.special_scales;
     std::vector<float> alone(m * n), chained(m * n);
-    NIBBLE_CUDA_CHECK(cudaMemcpy(act.ptr, source.ptr, m * k * 4, cudaMemcpyDeviceToDevice));
+    NIBBLE_CUDA_CHECK(cudaMemcpy(act.get(), source.get(), m * k * 4, cudaMemcpyDeviceToDevice));
     NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(l, stream)));
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(stream));
-    NIBBLE_CUDA_CHECK(cudaMemcpy(alone.data(), out.ptr, m * n * 4, cudaMemcpyDeviceToHost));
+    alone = out.to_host();
     l.chained = true;
     for (int round = 0; round < 20; ++round) {
-      NIBBLE_CUDA_CHECK(cudaMemsetAsync(out.ptr, 0xff, m * n * 4, stream));  // NaN poison
-      NIBBLE_CUDA_CHECK(cuda_combine_rows(nan.ptr, 1, m, k, nullptr, act.ptr, stream));
-      NIBBLE_CUDA_CHECK(cuda_combine_rows(source.ptr, 1, m, k, nullptr, act.ptr, stream));
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(out.get(), 0xff, out.bytes(), stream));  // NaN poison
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(nan.get(), 1, m, k, nullptr, act.get(), stream));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(source.get(), 1, m, k, nullptr, act.get(), stream));
       NIBBLE_CUDA_CHECK(cudaError_t(mxfp4_gemv_launch(l, stream)));
-      NIBBLE_CUDA_CHECK(cuda_combine_rows(nan.ptr, 1, m, k, nullptr, act.ptr, stream));
+      NIBBLE_CUDA_CHECK(cuda_combine_rows(nan.get(), 1, m, k, nullptr, act.get(), stream));
       NIBBLE_CUDA_CHECK(cudaStreamSynchronize(stream));
-      NIBBLE_CUDA_CHECK(cudaMemcpy(chained.data(), out.ptr, m * n * 4, cudaMemcpyDeviceToHost));
+      chained = out.to_host();
       size_t differ = 0;
       for (size_t i = 0; i < m * n; ++i) differ += std::memcmp(&alone[i], &chained[i], 4) != 0;
       ASSERT_EQ(differ, 0u) << "round " << round << ": " << differ << " of " << m * n << " outputs differ";
