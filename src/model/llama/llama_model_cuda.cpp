@@ -155,6 +155,7 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
   NIBBLE_CHECK(model_ && n >= 1 && n <= max_m_, "CUDA forward chunk of {} tokens (1..{})", n,
                max_m_);
   NIBBLE_CHECK(start + n < (size_t(1) << 31), "position {} is beyond int32", start + n);
+  NIBBLE_CHECK(!(logits && greedy), "a CUDA forward chunk returns logits or a greedy token, not both");
   auto* kv = dynamic_cast<CudaKvStorage*>(cache.storage());
   NIBBLE_CHECK(kv != nullptr, "the KV cache was not made by this model's CUDA executor");
   const cudaStream_t s = context_->stream();
