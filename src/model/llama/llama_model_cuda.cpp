@@ -160,7 +160,7 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
   NIBBLE_CHECK(kv != nullptr, "the KV cache was not made by this model's CUDA executor");
   const cudaStream_t s = context_->stream();
   const size_t logit_rows = logits || greedy ? (all_logits ? n : 1) : 0;
-  const GraphKey key{n, logit_rows, greedy != nullptr, kv->k(0), kv->v(0), cache.capacity()};
+  const GraphKey key = graph_key(n, logit_rows, greedy != nullptr, *kv, cache.capacity());
 
   // The step launched ahead is this one when this asks for the greedy step it guessed.
   int slot = 0;
@@ -184,14 +184,12 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
   if (!greedy) return;
   // The next decode step goes in before this one's token is read: the GPU has it queued.
   launch_ahead(*kv, start + n, cache.capacity(), slot);
-  unsigned long long greedy_key = 0;
   float value = 0.0f;
   uint32_t index = 0;
   try {
     NIBBLE_CUDA_CHECK(cudaEventSynchronize(key_slots_->copied[slot].get()), "the forward on {}",
                       context_->device().name);
-    greedy_key = key_slots_->keys.as<unsigned long long>()[slot];
-    decode_argmax_key(greedy_key, &value, &index);
+    decode_argmax_key(key_slots_->keys.as<unsigned long long>()[slot], &value, &index);
     check_best_logit(value);
   } catch (...) {
     drop_ahead();
@@ -199,6 +197,12 @@ void LlamaCudaExecutor::forward_chunk(std::span<const int32_t> tokens, KvCache& 
   }
   *greedy = int32_t(index);
   if (ahead_) ahead_->token = *greedy;
+}
+
+LlamaCudaExecutor::GraphKey LlamaCudaExecutor::graph_key(size_t tokens, size_t logit_rows,
+                                                          bool greedy, const CudaKvStorage& kv,
+                                                          size_t capacity) {
+  return GraphKey{tokens, logit_rows, greedy, kv.k(0), kv.v(0), capacity};
 }
 
 const LlamaCudaExecutor::Graph* LlamaCudaExecutor::held_graph(const GraphKey& key) const {
@@ -268,7 +272,7 @@ void LlamaCudaExecutor::copy_key(int slot) const {
 void LlamaCudaExecutor::launch_ahead(const CudaKvStorage& kv, size_t position, size_t capacity,
                                      int slot) const {
   if (position >= capacity) return;  // the step would write row `position`
-  const Graph* next = held_graph(GraphKey{1, 1, true, kv.k(0), kv.v(0), capacity});
+  const Graph* next = held_graph(graph_key(1, 1, true, kv, capacity));
   if (!next) return;  // decode runs eagerly until its graph is captured
   NIBBLE_CUDA_CHECK(cudaGraphLaunch(next->exec, context_->stream()), "the next decode step");
   copy_key(1 - slot);

@@ -131,6 +131,10 @@ class LlamaCudaExecutor {
   // Uploads the position and token ids, then runs `key`'s forward: its held graph, eagerly the
   // first time, captured the second.
   void launch(const GraphKey& key, std::span<const int32_t> tokens, KvCache& cache) const;
+  // The key of a forward of `tokens` rows on cache `kv` (forward_chunk's, and the decode step
+  // launch_ahead looks for).
+  static GraphKey graph_key(size_t tokens, size_t logit_rows, bool greedy,
+                            const CudaKvStorage& kv, size_t capacity);
   // The held graph of `key`, or null.
   const Graph* held_graph(const GraphKey& key) const;
   // A greedy step's argmax key into pinned slot `slot`, and that slot's event after it.
