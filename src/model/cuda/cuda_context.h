@@ -54,7 +54,6 @@ class DeviceBuffer {
 // (a copy into pageable memory returns only once it is done).
 class PinnedBuffer {
  public:
-  PinnedBuffer() = default;
   PinnedBuffer(size_t bytes, const std::string& what);
   PinnedBuffer(const PinnedBuffer&) = delete;
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
