@@ -58,8 +58,8 @@ def functions(sass):
                 continue
             ins = re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(.*?)\s*;", line)
             if ins:
-                for name_ in pending:
-                    labels[name_] = len(instructions)
+                for label_name in pending:
+                    labels[label_name] = len(instructions)
                 pending = []
                 instructions.append(ins.group(1))
         yield name, instructions, labels
