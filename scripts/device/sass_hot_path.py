@@ -81,8 +81,9 @@ def hot_trip(instructions, labels, min_mma, skip):
             continue
         if sum("HMMA" in x for x in instructions[head:end + 1]) < min_mma:
             continue
+        # pc only moves forward (a taken branch has target > pc), so the walk ends at `end`.
         trip, pc = [], head
-        while pc <= end and len(trip) < 100000:
+        while pc <= end:
             ins = instructions[pc]
             trip.append(ins)
             target = branch_target(ins, labels)
